@@ -1,0 +1,4 @@
+"""medgpu: neural compression of medical volumes with content-adaptive encoding."""
+from __future__ import annotations
+
+__version__ = "0.1.0"

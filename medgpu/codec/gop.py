@@ -1,0 +1,96 @@
+"""GoP coding: one I-frame then P-frames, all symbols of a GoP in one range-coded packet."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medgpu.codec.entropy import SymbolCoder
+from medgpu.codec.inter import InterCodec
+from medgpu.codec.intra import IntraCodec
+
+
+def padded_size(h: int, w: int, stride: int) -> tuple[int, int]:
+    """Smallest multiple of ``stride`` that holds ``h`` x ``w``."""
+    return -(-h // stride) * stride, -(-w // stride) * stride
+
+
+def pad_frames(frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Replicate-pad [T,1,H,W] frames on the bottom/right to a multiple of ``stride``."""
+    h, w = frames.shape[-2:]
+    ph, pw = padded_size(h, w, stride)
+    if (ph, pw) == (h, w):
+        return frames
+    # replicate padding needs pad < size for 'reflect' only; 'replicate' works for any size
+    return F.pad(frames, (0, pw - w, 0, ph - h), mode="replicate")
+
+
+class GopCoder:
+    """Encodes and decodes GoPs with a pair of intra/inter networks."""
+
+    def __init__(self, intra: IntraCodec, inter: InterCodec) -> None:
+        self.intra = intra
+        self.inter = inter
+        self.stride = max(intra.stride, inter.stride)
+        self._models = None
+
+    def _coder(self, data: bytes | None = None) -> SymbolCoder:
+        g = self.intra.latent.gaussian
+        if self._models is None:
+            self._models = g.models()
+        return SymbolCoder(self._models, g.half_width.cpu().numpy(), data)
+
+    def _device(self) -> torch.device:
+        return next(self.intra.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, quality: int, on_frame: Callable[[int], None] | None = None,
+               inter: InterCodec | None = None) -> tuple[bytes, torch.Tensor]:
+        """Encode [T,1,H,W] frames in [0,1]; returns (payload, decoder-side reconstruction).
+
+        ``inter`` may be an encoder-adapted copy of the P-frame codec: its decoder-side
+        modules are the stock ones, so the stream decodes with the stock networks.
+        """
+        inter = inter or self.inter
+        device = self._device()
+        t, _, h, w = frames.shape
+        x = pad_frames(frames.float().to(device), self.stride)
+        coder = self._coder()
+        recon = torch.empty(t, 1, h, w)
+        x0, y0 = self.intra.compress(x[0:1], quality, coder)
+        ref = inter.reference_from_intra(x0, y0)
+        recon[0] = x0[0, :, :h, :w].cpu()
+        if on_frame:
+            on_frame(0)
+        for i in range(1, t):
+            ref = inter.compress(x[i : i + 1], ref, quality, coder)
+            recon[i] = ref.frame[0, :, :h, :w].cpu()
+            if on_frame:
+                on_frame(i)
+        return coder.to_bytes(), recon
+
+    @torch.no_grad()
+    def decode(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,
+               on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Decode a GoP payload to [T,1,H,W] frames in [0,1]."""
+        if len(payload) % 4:
+            raise ValueError("GoP payload length is not a multiple of 4 bytes")
+        device = self._device()
+        ph, pw = padded_size(height, width, self.stride)
+        coder = self._coder(payload)
+        out = torch.empty(num_frames, 1, height, width)
+        x0, y0 = self.intra.decompress(coder, (ph, pw), quality, device)
+        ref = self.inter.reference_from_intra(x0, y0)
+        out[0] = x0[0, :, :height, :width].cpu()
+        if on_frame:
+            on_frame(0)
+        for i in range(1, num_frames):
+            ref = self.inter.decompress(coder, ref, quality)
+            out[i] = ref.frame[0, :, :height, :width].cpu()
+            if on_frame:
+                on_frame(i)
+        return out
+
+

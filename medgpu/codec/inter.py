@@ -1,0 +1,217 @@
+"""P-frame codec in the DCVC-DC manner: motion estimation, motion coding with a hyperprior,
+multi-scale temporal context mining, contextual coding with a hyperprior, and frame
+reconstruction. Entropy parameters come only from decoded integers (hyper-latents,
+checkerboard anchors, the previous frame's latents)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgpu.codec.entropy import SymbolCoder
+from medgpu.codec.latent import LatentCodec
+from medgpu.codec.layers import Down, ResBlock, Up, conv, resize_flow, warp
+from medgpu.codec.quality import NUM_ANCHORS, interp_log
+
+FEAT = 16  # channels of the reconstructed-frame feature carried from frame to frame
+
+
+@dataclass
+class Reference:
+    """Decoder state carried from one frame to the next (passed explicitly)."""
+
+    frame: torch.Tensor  # [B,1,H,W] reconstruction
+    feature: torch.Tensor  # [B,FEAT,H,W]
+    y_hat: torch.Tensor  # [B,M,H/16,W/16] decoded latent (multiples of 1/4)
+    m_hat: torch.Tensor | None  # [B,Mm,H/16,W/16] decoded motion latent, None after an I-frame
+
+
+class MotionEstimation(nn.Module):
+    """SpyNet-like coarse-to-fine optical flow on a 3-level pyramid (1/8, 1/4, 1/2);
+    the flow is returned at full resolution in pixels."""
+
+    def __init__(self, ch: int = 24, levels: int = 3) -> None:
+        super().__init__()
+        self.levels = levels
+        self.nets = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(4, ch, 5, padding=2), nn.LeakyReLU(0.1),
+                nn.Conv2d(ch, ch, 5, padding=2), nn.LeakyReLU(0.1),
+                nn.Conv2d(ch, 2, 5, padding=2),
+            )
+            for _ in range(levels)
+        )
+
+    def forward(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        pyr = [(cur, ref)]
+        for _ in range(self.levels):
+            c, r = pyr[-1]
+            pyr.append((F.avg_pool2d(c, 2), F.avg_pool2d(r, 2)))
+        c, _ = pyr[-1]
+        flow = c.new_zeros(c.shape[0], 2, c.shape[2], c.shape[3])
+        for lvl in range(self.levels):
+            c, r = pyr[self.levels - lvl]
+            flow = resize_flow(flow, c.shape[-2:])
+            flow = flow + self.nets[lvl](torch.cat((c, warp(r, flow), flow), 1))
+        return resize_flow(flow, cur.shape[-2:])
+
+
+class ContextMining(nn.Module):
+    """Multi-scale temporal contexts from the reference feature, warped by decoded motion."""
+
+    def __init__(self, c2: int = 32, c3: int = 48) -> None:
+        super().__init__()
+        self.down2 = conv(FEAT, c2, 3, 2)
+        self.down3 = conv(c2, c3, 3, 2)
+        self.refine1 = nn.Sequential(conv(FEAT, FEAT), ResBlock(FEAT))
+        self.refine2 = nn.Sequential(conv(c2, c2), ResBlock(c2))
+        self.refine3 = nn.Sequential(conv(c3, c3), ResBlock(c3))
+
+    def forward(self, feature: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f1 = feature
+        f2 = F.leaky_relu(self.down2(f1), 0.1)
+        f3 = F.leaky_relu(self.down3(f2), 0.1)
+        c1 = self.refine1(warp(f1, flow))
+        c2 = self.refine2(warp(f2, resize_flow(flow, f2.shape[-2:])))
+        c3 = self.refine3(warp(f3, resize_flow(flow, f3.shape[-2:])))
+        return c1, c2, c3
+
+
+class ContextualEncoder(nn.Module):
+    """x_t and the contexts -> latent y at 1/16 resolution (encoder only)."""
+
+    def __init__(self, m: int = 64, c2: int = 32, c3: int = 48) -> None:
+        super().__init__()
+        self.d1 = conv(1 + FEAT, c2, 3, 2)
+        self.d2 = conv(2 * c2, c3, 3, 2)
+        self.d3 = conv(2 * c3, 64, 3, 2)
+        self.res = ResBlock(64)
+        self.d4 = conv(64, m, 3, 2)
+
+    def forward(self, x, c1, c2, c3):
+        f = F.leaky_relu(self.d1(torch.cat((x, c1), 1)), 0.1)
+        f = F.leaky_relu(self.d2(torch.cat((f, c2), 1)), 0.1)
+        f = self.d3(torch.cat((f, c3), 1))
+        return self.d4(self.res(f))
+
+
+class ContextualDecoder(nn.Module):
+    """y_hat and the contexts -> reconstructed frame and its feature."""
+
+    def __init__(self, m: int = 64, c2: int = 32, c3: int = 48) -> None:
+        super().__init__()
+        self.head = conv(m, 64)
+        self.u1 = Up(64, c3)  # 1/8
+        self.u2 = Up(c3, c3)  # 1/4
+        self.f3 = conv(2 * c3, c3)
+        self.u3 = Up(c3, c2)  # 1/2
+        self.f2 = conv(2 * c2, c2)
+        self.u4 = Up(c2, FEAT)  # 1/1
+        self.f1 = conv(2 * FEAT, FEAT)
+        self.gen = nn.Sequential(ResBlock(FEAT), ResBlock(FEAT))
+        self.out = conv(FEAT, 1)
+
+    def forward(self, y_hat, c1, c2, c3, base):
+        f = self.u2(self.u1(self.head(y_hat)))
+        f = self.u3(F.leaky_relu(self.f3(torch.cat((f, c3), 1)), 0.1))
+        f = self.u4(F.leaky_relu(self.f2(torch.cat((f, c2), 1)), 0.1))
+        feat = self.gen(self.f1(torch.cat((f, c1), 1)))
+        return base + self.out(feat), feat
+
+
+class MotionEncoder(nn.Module):
+    def __init__(self, mm: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(Down(2, 24), Down(24, 32), Down(32, 48), conv(48, mm, 3, 2))
+
+    def forward(self, flow):
+        return self.net(flow)
+
+
+class MotionDecoder(nn.Module):
+    def __init__(self, mm: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(conv(mm, 48), Up(48, 32), Up(32, 24), Up(24, 16), Up(16, 16), conv(16, 2))
+
+    def forward(self, m_hat):
+        return self.net(m_hat)
+
+
+class InterCodec(nn.Module):
+    """P-frame codec. ``forward`` for training, ``compress``/``decompress`` for bytes."""
+
+    stride = 64
+
+    def __init__(self, m: int = 64, z: int = 32, hidden: int = 64, mm: int = 32, zm: int = 16, mhidden: int = 32) -> None:
+        super().__init__()
+        self.m, self.mm = m, mm
+        self.motion_estimation = MotionEstimation()
+        self.motion_encoder = MotionEncoder(mm)
+        self.motion_latent = LatentCodec(mm, zm, mhidden, prior_channels=mm)
+        self.motion_decoder = MotionDecoder(mm)
+        self.context = ContextMining()
+        self.contextual_encoder = ContextualEncoder(m)
+        self.contextual_latent = LatentCodec(m, z, hidden, prior_channels=m)
+        self.contextual_decoder = ContextualDecoder(m)
+        self.feature_adaptor = conv(1, FEAT)  # lifts an I-frame reconstruction to a feature
+        self.enc_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))
+        self.dec_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))
+        self.mv_enc_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, mm))
+        self.mv_dec_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, mm))
+
+    def reference_from_intra(self, frame: torch.Tensor, y_hat: torch.Tensor) -> Reference:
+        """Reference state after an I-frame."""
+        return Reference(frame, self.feature_adaptor(frame - 0.5), y_hat, None)
+
+    def _m_prior(self, ref: Reference) -> torch.Tensor | None:
+        return ref.m_hat
+
+    def _decode_side(self, m_hat, y_hat, ref: Reference, q):
+        """Everything the decoder runs after the latents are known."""
+        flow = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
+        c1, c2, c3 = self.context(ref.feature, flow)
+        base = warp(ref.frame, flow)
+        x_hat, feat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3, base)
+        return x_hat, feat, flow, (c1, c2, c3)
+
+    def forward(self, x: torch.Tensor, ref: Reference, q: torch.Tensor) -> tuple[torch.Tensor, Reference, dict]:
+        """Training pass on [B,1,H,W]; returns (x_hat, next reference, likelihoods)."""
+        anchor = torch.div(q, 21, rounding_mode="floor")
+        flow = self.motion_estimation(x, ref.frame)
+        m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, q)
+        m_hat, m_lik = self.motion_latent(m, anchor, self._m_prior(ref))
+        flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
+        c1, c2, c3 = self.context(ref.feature, flow_hat)
+        y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, q)
+        y_hat, y_lik = self.contextual_latent(y, anchor, ref.y_hat)
+        base = warp(ref.frame, flow_hat)
+        x_hat, feat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3, base)
+        lik = {"m": m_lik["y"], "zm": m_lik["z"], "y": y_lik["y"], "z": y_lik["z"]}
+        return x_hat, Reference(x_hat, feat, y_hat, m_hat), lik
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, ref: Reference, q: int, coder: SymbolCoder) -> Reference:
+        """Encode one P-frame [1,1,H,W]; returns the decoder's next reference."""
+        qt = torch.tensor([q], device=x.device)
+        flow = self.motion_estimation(x, ref.frame)
+        m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, qt)
+        m_hat = self.motion_latent.compress(m, q, coder, self._m_prior(ref)).to(x.device)
+        flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, qt))
+        c1, c2, c3 = self.context(ref.feature, flow_hat)
+        y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, qt)
+        y_hat = self.contextual_latent.compress(y, q, coder, ref.y_hat).to(x.device)
+        x_hat, feat, _, _ = self._decode_side(m_hat, y_hat, ref, qt)
+        return Reference(x_hat.clamp(0, 1), feat, y_hat, m_hat)
+
+    @torch.no_grad()
+    def decompress(self, coder: SymbolCoder, ref: Reference, q: int) -> Reference:
+        """Decode one P-frame given the reference; returns the next reference."""
+        h, w = ref.frame.shape[2] // 16, ref.frame.shape[3] // 16
+        device = ref.frame.device
+        qt = torch.tensor([q], device=device)
+        m_hat = self.motion_latent.decompress(coder, (h, w), q, self._m_prior(ref)).to(device)
+        y_hat = self.contextual_latent.decompress(coder, (h, w), q, ref.y_hat).to(device)
+        x_hat, feat, _, _ = self._decode_side(m_hat, y_hat, ref, qt)
+        return Reference(x_hat.clamp(0, 1), feat, y_hat, m_hat)

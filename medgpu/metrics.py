@@ -1,0 +1,88 @@
+"""Quality and rate-distortion metrics shared by the codec report, the evaluation
+pipelines and ``medgpu bench``."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def data_range(volume: np.ndarray) -> float:
+    """Peak-to-peak range of the original data (at least 1 for constant volumes)."""
+    v = np.asarray(volume)
+    if v.size == 0:
+        return 1.0
+    r = float(np.max(v)) - float(np.min(v))
+    return r if r > 0 else 1.0
+
+
+def mse(original: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared error in float64."""
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(decoded, dtype=np.float64)
+    return float(np.mean((a - b) ** 2)) if a.size else 0.0
+
+
+def psnr(original: np.ndarray, decoded: np.ndarray, peak: float | None = None) -> float:
+    """PSNR in dB over ``peak`` (default: the original's data range).
+
+    Identical arrays give ``inf``.
+    """
+    peak = data_range(original) if peak is None else float(peak)
+    err = mse(original, decoded)
+    if err == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(peak * peak / err))
+
+
+def psnr_per_slice(original: np.ndarray, decoded: np.ndarray, axis: int, peak: float | None = None) -> list[float]:
+    """PSNR of each slice along ``axis`` over the whole volume's data range."""
+    peak = data_range(original) if peak is None else float(peak)
+    a = np.moveaxis(np.asarray(original), axis, 0)
+    b = np.moveaxis(np.asarray(decoded), axis, 0)
+    return [psnr(a[i], b[i], peak) for i in range(a.shape[0])]
+
+
+def bits_per_voxel(num_bytes: int, num_voxels: int) -> float:
+    """Bits per voxel from a real byte count."""
+    return 8.0 * num_bytes / max(1, num_voxels)
+
+
+def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    from scipy.interpolate import PchipInterpolator
+
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    f = PchipInterpolator(x, y)
+    return float(f.integrate(lo, hi))
+
+
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjøntegaard delta rate in percent (negative: the test codec needs fewer bits).
+
+    Piecewise cubic (PCHIP) interpolation of log-rate over PSNR, integrated over the
+    overlapping PSNR interval, as in the common BD-rate tools. Returns ``nan`` when the
+    curves do not overlap or have fewer than two points.
+    """
+    r1, p1 = np.log(np.asarray(rate_ref, float)), np.asarray(psnr_ref, float)
+    r2, p2 = np.log(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
+    ok1, ok2 = np.isfinite(r1) & np.isfinite(p1), np.isfinite(r2) & np.isfinite(p2)
+    r1, p1, r2, p2 = r1[ok1], p1[ok1], r2[ok2], p2[ok2]
+    if len(p1) < 2 or len(p2) < 2:
+        return float("nan")
+    lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
+    if not hi > lo:
+        return float("nan")
+    a1 = _pchip_integral(p1, r1, lo, hi)
+    a2 = _pchip_integral(p2, r2, lo, hi)
+    return float((np.exp((a2 - a1) / (hi - lo)) - 1.0) * 100.0)
+
+
+def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjøntegaard delta PSNR in dB (positive: the test codec is better)."""
+    r1, p1 = np.log(np.asarray(rate_ref, float)), np.asarray(psnr_ref, float)
+    r2, p2 = np.log(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
+    if len(p1) < 2 or len(p2) < 2:
+        return float("nan")
+    lo, hi = max(r1.min(), r2.min()), min(r1.max(), r2.max())
+    if not hi > lo:
+        return float("nan")
+    return (_pchip_integral(r2, p2, lo, hi) - _pchip_integral(r1, p1, lo, hi)) / (hi - lo)

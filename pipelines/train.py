@@ -1,0 +1,184 @@
+"""Pre-train the medgpu codec on ../shared/data/train (CPU or CUDA, resumable).
+
+Stages, in the order that converges (docs/design.md §7):
+  intra   I-frame codec on random crops at all anchor rates
+  motion  motion estimation alone (warping loss between neighbouring slices)
+  inter   P-frame codec with the I-frame codec frozen, on clips coded through their
+          own reconstructions (cascaded loss over 2 then more P-frames)
+
+Each stage starts from the newest checkpoint in --run-dir, else from the shipped
+weights, else from scratch; it saves a checkpoint every --save-every steps and at the
+end, and `--export` writes the fp16 weights that ship in medgpu/weights/.
+
+    python pipelines/train.py --stage intra --minutes 30
+    python pipelines/train.py --stage inter --minutes 40 --frames 3 --export
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from train_data import SequenceSampler, load_videos, load_volumes  # noqa: E402
+
+from medgpu.codec.inter import Reference  # noqa: E402
+from medgpu.codec.layers import warp  # noqa: E402
+from medgpu.codec.quality import ANCHOR_QUALITIES, LAMBDAS  # noqa: E402
+from medgpu.codec.registry import build_networks, export_state, load_state, weights_path  # noqa: E402
+
+
+def bits(likelihoods: dict) -> torch.Tensor:
+    """Total bits per sample summed over all latents: [B]."""
+    return sum((-torch.log2(l)).flatten(1).sum(1) for l in likelihoods.values())
+
+
+def rd_loss(x, x_hat, likelihoods, lam):
+    """Per-sample lambda * MSE + bits per pixel, averaged over the batch."""
+    pixels = x.shape[-1] * x.shape[-2]
+    mse = ((x - x_hat) ** 2).flatten(1).mean(1)
+    bpp = bits(likelihoods) / pixels
+    return (lam * mse + bpp).mean(), mse.mean().item(), bpp.mean().item()
+
+
+def smoothness(flow: torch.Tensor) -> torch.Tensor:
+    return (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean() + (flow[..., 1:] - flow[..., :-1]).abs().mean()
+
+
+def load_start(intra, inter, run_dir: str, device) -> dict:
+    """Resume from the run checkpoint, else the shipped weights; returns the saved meta."""
+    ckpt = os.path.join(run_dir, "codec.ckpt")
+    if os.path.exists(ckpt):
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        load_state(intra, inter, saved["state"])
+        print(f"resumed from {ckpt}")
+        return saved.get("meta", {})
+    shipped = weights_path()
+    if shipped.is_file():
+        with shipped.open("rb") as f:
+            load_state(intra, inter, torch.load(f, map_location="cpu", weights_only=True))
+        print("started from the shipped weights")
+        meta_path = os.path.join(os.path.dirname(str(shipped)), "MODEL_CARD.json")
+        if os.path.exists(meta_path):
+            return json.load(open(meta_path)).get("training", {})
+    return {}
+
+
+def save(intra, inter, run_dir: str, meta: dict) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    state = {}
+    for prefix, net in (("intra.", intra), ("inter.", inter)):
+        state.update({prefix + k: v for k, v in net.state_dict().items()})
+    tmp = os.path.join(run_dir, "codec.ckpt.tmp")
+    torch.save({"state": state, "meta": meta}, tmp)
+    os.replace(tmp, os.path.join(run_dir, "codec.ckpt"))
+
+
+def export(intra, inter, meta: dict) -> None:
+    path = str(weights_path())
+    tmp = path + ".tmp"
+    torch.save(export_state(intra, inter), tmp)
+    os.replace(tmp, path)
+    card = os.path.join(os.path.dirname(path), "MODEL_CARD.json")
+    info = json.load(open(card)) if os.path.exists(card) else {}
+    info["training"] = meta
+    with open(card, "w") as f:
+        json.dump(info, f, indent=2)
+    print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=["intra", "motion", "inter"], required=True)
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "train"))
+    ap.add_argument("--run-dir", default="runs/train")
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--frames", type=int, default=2, help="clip length for motion/inter (1 I-frame + P-frames)")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--export", action="store_true", help="write the shipped fp16 weights at the end")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(int(time.time()))
+    device = torch.device(args.device)
+
+    intra, inter = build_networks()
+    meta = load_start(intra, inter, args.run_dir, device)
+    intra.to(device), inter.to(device)
+    sampler = SequenceSampler(load_volumes(args.data), load_videos(args.data), seed=int(time.time()))
+
+    if args.stage == "intra":
+        params = list(intra.parameters())
+    elif args.stage == "motion":
+        params = list(inter.motion_estimation.parameters())
+    else:
+        params = [p for n, p in inter.named_parameters()]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    lam_table = torch.tensor(LAMBDAS, device=device)
+    anchors = torch.tensor(ANCHOR_QUALITIES, device=device)
+    stage_meta = meta.setdefault(args.stage, {"steps": 0, "seconds": 0.0, "device": str(device)})
+    t0, step, log = time.time(), 0, []
+    frames = 1 if args.stage == "intra" else max(2, args.frames)
+    while step < args.steps and time.time() - t0 < args.minutes * 60:
+        x = torch.from_numpy(sampler.batch(args.batch, frames, args.size)).to(device)
+        a = torch.randint(0, len(anchors), (args.batch,), device=device)
+        q, lam = anchors[a], lam_table[a]
+        if args.stage == "intra":
+            out = intra(x[:, 0], q)
+            loss, mse, bpp = rd_loss(x[:, 0], out["x_hat"], out["likelihoods"], lam)
+        elif args.stage == "motion":
+            loss = 0.0
+            for t in range(1, frames):
+                flow = inter.motion_estimation(x[:, t], x[:, t - 1])
+                loss = loss + F.mse_loss(warp(x[:, t - 1], flow), x[:, t]) + 0.01 * smoothness(flow)
+            mse, bpp = float(loss), 0.0
+        else:
+            with torch.no_grad():
+                out = intra(x[:, 0], q)
+            ref = inter.reference_from_intra(out["x_hat"].detach(), out["y_hat"].detach())
+            loss, mse, bpp = 0.0, 0.0, 0.0
+            for t in range(1, frames):
+                x_hat, ref, lik = inter(x[:, t], ref, q)
+                l, m, b = rd_loss(x[:, t], x_hat, lik, lam)
+                loss, mse, bpp = loss + l, mse + m / (frames - 1), bpp + b / (frames - 1)
+        if time.time() - t0 > 0.85 * args.minutes * 60:  # final low-lr phase
+            for g in opt.param_groups:
+                g["lr"] = args.lr * 0.2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        log.append((float(loss.detach()), mse, bpp))
+        if step % 25 == 0:
+            l, m, b = np.mean(log, 0)
+            psnr = 10 * np.log10(1 / max(m, 1e-12)) if args.stage != "motion" else float("nan")
+            print(f"{args.stage} step {stage_meta['steps'] + step} loss {l:.4f} mse-psnr {psnr:.2f} bpp {b:.4f} "
+                  f"{(time.time() - t0) / step:.2f}s/step", flush=True)
+            log = []
+        if step % args.save_every == 0:
+            save(intra, inter, args.run_dir, meta)
+    stage_meta["steps"] += step
+    stage_meta["seconds"] += time.time() - t0
+    stage_meta["device"] = str(device)
+    save(intra, inter, args.run_dir, meta)
+    if args.export:
+        export(intra, inter, meta)
+
+
+if __name__ == "__main__":
+    main()
