@@ -47,12 +47,20 @@ def bits_per_voxel(num_bytes: int, num_voxels: int) -> float:
 
 
 def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """Integral over [lo, hi] of the PCHIP through (x, y); repeated x are averaged."""
     from scipy.interpolate import PchipInterpolator
 
-    order = np.argsort(x)
-    x, y = x[order], y[order]
-    f = PchipInterpolator(x, y)
-    return float(f.integrate(lo, hi))
+    ux, inv = np.unique(x, return_inverse=True)
+    uy = np.bincount(inv, weights=y) / np.bincount(inv)
+    return float(PchipInterpolator(ux, uy).integrate(lo, hi))
+
+
+def _finite_curve(rate, quality) -> tuple[np.ndarray, np.ndarray]:
+    """(log-rate, quality) with non-finite points (lossless, zero rate) dropped."""
+    r = np.log(np.asarray(rate, float).clip(min=1e-300))
+    p = np.asarray(quality, float)
+    ok = np.isfinite(r) & np.isfinite(p)
+    return r[ok], p[ok]
 
 
 def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
@@ -62,11 +70,9 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     overlapping PSNR interval, as in the common BD-rate tools. Returns ``nan`` when the
     curves do not overlap or have fewer than two points.
     """
-    r1, p1 = np.log(np.asarray(rate_ref, float)), np.asarray(psnr_ref, float)
-    r2, p2 = np.log(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
-    ok1, ok2 = np.isfinite(r1) & np.isfinite(p1), np.isfinite(r2) & np.isfinite(p2)
-    r1, p1, r2, p2 = r1[ok1], p1[ok1], r2[ok2], p2[ok2]
-    if len(p1) < 2 or len(p2) < 2:
+    r1, p1 = _finite_curve(rate_ref, psnr_ref)
+    r2, p2 = _finite_curve(rate_test, psnr_test)
+    if len(np.unique(p1)) < 2 or len(np.unique(p2)) < 2 or len(p2) < 2:
         return float("nan")
     lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
     if not hi > lo:
@@ -78,9 +84,9 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
 
 def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     """Bjøntegaard delta PSNR in dB (positive: the test codec is better)."""
-    r1, p1 = np.log(np.asarray(rate_ref, float)), np.asarray(psnr_ref, float)
-    r2, p2 = np.log(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
-    if len(p1) < 2 or len(p2) < 2:
+    r1, p1 = _finite_curve(rate_ref, psnr_ref)
+    r2, p2 = _finite_curve(rate_test, psnr_test)
+    if len(np.unique(r1)) < 2 or len(np.unique(r2)) < 2:
         return float("nan")
     lo, hi = max(r1.min(), r2.min()), min(r1.max(), r2.max())
     if not hi > lo:
