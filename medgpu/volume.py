@@ -71,8 +71,9 @@ class Volume:
     def value_scaling(self) -> tuple[float, float]:
         """(slope, intercept) that turn stored values into real-world values.
 
-        Taken from the NIfTI ``scl_slope``/``scl_inter`` fields; (1.0, 0.0) when
-        they are absent, zero or not finite (the NIfTI rule for "no scaling").
+        Taken from the NIfTI ``scl_slope``/``scl_inter`` fields (the DICOM reader puts a
+        series-wide Rescale Slope/Intercept there too); (1.0, 0.0) when they are
+        absent, zero or not finite (the NIfTI rule for "no scaling").
         """
         slope = _as_float(self.header.get("scl_slope"))
         inter = _as_float(self.header.get("scl_inter"))
