@@ -13,7 +13,7 @@ from torch import nn
 from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.latent import LatentCodec
 from medgpu.codec.layers import Down, ResBlock, Up, conv, resize_flow, warp
-from medgpu.codec.quality import NUM_ANCHORS, interp_log
+from medgpu.codec.quality import anchor_log_scales, interp_log
 
 FEAT = 16  # channels of the reconstructed-frame feature carried from frame to frame
 
@@ -156,10 +156,10 @@ class InterCodec(nn.Module):
         self.contextual_latent = LatentCodec(m, z, hidden, prior_channels=m)
         self.contextual_decoder = ContextualDecoder(m)
         self.feature_adaptor = conv(1, FEAT)  # lifts an I-frame reconstruction to a feature
-        self.enc_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))
-        self.dec_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))
-        self.mv_enc_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, mm))
-        self.mv_dec_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, mm))
+        self.enc_scale = nn.Parameter(anchor_log_scales(m))
+        self.dec_scale = nn.Parameter(anchor_log_scales(m))
+        self.mv_enc_scale = nn.Parameter(anchor_log_scales(mm))
+        self.mv_dec_scale = nn.Parameter(anchor_log_scales(mm))
 
     def reference_from_intra(self, frame: torch.Tensor, y_hat: torch.Tensor) -> Reference:
         """Reference state after an I-frame."""

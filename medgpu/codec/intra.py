@@ -8,7 +8,7 @@ from torch import nn
 from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.latent import LatentCodec
 from medgpu.codec.layers import Down, ResBlock, Up, conv
-from medgpu.codec.quality import NUM_ANCHORS, interp_log
+from medgpu.codec.quality import anchor_log_scales, interp_log
 
 
 class IntraCodec(nn.Module):
@@ -26,8 +26,8 @@ class IntraCodec(nn.Module):
         self.encoder = nn.Sequential(Down(1, c1), Down(c1, c2), Down(c2, c3), conv(c3, m, 3, 2))
         self.decoder = nn.Sequential(conv(m, c3), Up(c3, c2), Up(c2, c1), Up(c1, 16), Up(16, 16), ResBlock(16), conv(16, 1))
         self.latent = LatentCodec(m, z, hidden)
-        self.enc_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))  # log per-channel quantisation scales
-        self.dec_scale = nn.Parameter(torch.zeros(NUM_ANCHORS, m))
+        self.enc_scale = nn.Parameter(anchor_log_scales(m))  # log per-channel quantisation scales
+        self.dec_scale = nn.Parameter(anchor_log_scales(m))
 
     def analysis(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return self.encoder(x - 0.5) / interp_log(self.enc_scale, q)

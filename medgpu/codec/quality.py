@@ -33,6 +33,13 @@ def interp_log(param: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.exp(logv)[:, :, None, None]
 
 
+def anchor_log_scales(channels: int) -> torch.Tensor:
+    """Initial log quantisation scales [A, C]: the step halves from one anchor to the next
+    (lambda grows 4x, so the step shrinks about 2x)."""
+    steps = torch.tensor([(NUM_ANCHORS - 1) / 2 - a for a in range(NUM_ANCHORS)]) * torch.log(torch.tensor(2.0))
+    return steps[:, None].repeat(1, channels)
+
+
 def lam(q: int) -> float:
     """Lagrangian of quality ``q`` (geometric interpolation between anchors)."""
     a, b, r = split(q)

@@ -1,0 +1,110 @@
+"""Encoder-side adapters, paper eq. (1)-(3).
+
+``adapt_encoder`` returns a copy of a P-frame codec whose encoder-only modules carry
+adapters (parallel beside each conv block of the motion and contextual encoders, serial
+after motion estimation and the two hyper-prior encoders). Every module the decoder runs
+is left exactly as it was, and the adapters' last convolution starts at zero, so the copy
+codes exactly like the original until the adapters are trained.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgpu.codec.inter import InterCodec
+
+
+class Adapter(nn.Module):
+    """delta(F) = W_zero x sigma(W_dw (x) sigma(W_pre x F)), eq. (1)."""
+
+    def __init__(self, cin: int, cout: int, c_dw: int = 8, k: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        self.pre = nn.Conv2d(cin, c_dw, 1)
+        self.dw = nn.Conv2d(c_dw, c_dw, k, stride=stride, padding=k // 2, groups=c_dw)
+        self.zero = nn.Conv2d(c_dw, cout, 1)
+        nn.init.zeros_(self.zero.weight)
+        nn.init.zeros_(self.zero.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.zero(F.leaky_relu(self.dw(F.leaky_relu(self.pre(x), 0.1)), 0.1))
+
+
+class ParallelAdapted(nn.Module):
+    """F <- delta(F) + W_coding x F, eq. (2)."""
+
+    def __init__(self, block: nn.Module, adapter: Adapter) -> None:
+        super().__init__()
+        self.block, self.adapter = block, adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + self.adapter(x)
+
+
+class SerialAdapted(nn.Module):
+    """F <- delta(W_coding x F) + W_coding x F, eq. (3)."""
+
+    def __init__(self, block: nn.Module, adapter: Adapter) -> None:
+        super().__init__()
+        self.block, self.adapter = block, adapter
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        out = self.block(*args)
+        return out + self.adapter(out)
+
+
+def _conv_of(block: nn.Module) -> nn.Conv2d:
+    """The convolution that sets a block's channels and stride."""
+    return block if isinstance(block, nn.Conv2d) else block.conv
+
+
+def _parallel(block: nn.Module, c_dw: int, k: int) -> ParallelAdapted:
+    c = _conv_of(block)
+    return ParallelAdapted(block, Adapter(c.in_channels, c.out_channels, c_dw, k, c.stride[0]))
+
+
+def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "adapters") -> InterCodec:
+    """A copy of ``inter`` prepared for online updating.
+
+    ``scope="adapters"`` (the method): adapters are inserted and are the only trainable
+    parameters. ``scope="full"`` (the paper's ablation): no adapters; every encoder-side
+    parameter is trainable. Decoder-side modules are frozen in both cases.
+    """
+    if scope not in ("adapters", "full"):
+        raise ValueError("scope must be 'adapters' or 'full'")
+    new = copy.deepcopy(inter)
+    for p in new.parameters():
+        p.requires_grad_(False)
+    encoder_side = [new.motion_estimation, new.motion_encoder, new.motion_latent.hyper_encoder,
+                    new.contextual_encoder, new.contextual_latent.hyper_encoder]
+    if scope == "full":
+        for m in encoder_side:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        return new
+    mv = new.motion_encoder.net
+    for i, block in enumerate(mv):
+        mv[i] = _parallel(block, c_dw, k)
+    ce = new.contextual_encoder
+    for name in ("d1", "d2", "d3", "d4"):
+        setattr(ce, name, _parallel(getattr(ce, name), c_dw, k))
+    ce.res = ParallelAdapted(ce.res, Adapter(ce.res.conv1.in_channels, ce.res.conv2.out_channels, c_dw, k))
+    new.motion_estimation = SerialAdapted(new.motion_estimation, Adapter(2, 2, c_dw, k))
+    for lat in (new.motion_latent, new.contextual_latent):
+        z = lat.hyper_encoder.c3.out_channels
+        lat.hyper_encoder = SerialAdapted(lat.hyper_encoder, Adapter(z, z, c_dw, k))
+    return new
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of an adapted copy."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def encoder_side_parameter_count(inter: InterCodec) -> int:
+    """Parameters of the stock encoder-only modules of a P-frame codec."""
+    mods = [inter.motion_estimation, inter.motion_encoder, inter.motion_latent.hyper_encoder,
+            inter.contextual_encoder, inter.contextual_latent.hyper_encoder]
+    return sum(p.numel() for m in mods for p in m.parameters())

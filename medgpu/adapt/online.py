@@ -1,0 +1,117 @@
+"""Group-aware, patch-based online updating (paper Algorithm 1, eq. (4)).
+
+For one GoP: cut the padded frames into patch-GoPs (all frames, one spatial window each);
+for ``steps`` epochs, for each patch-GoP, run the whole P-frame chain from the decoded
+I-frame, each frame coded from the reconstruction of the one before, and minimise
+``sum_t lambda * MSE + bits per pixel`` over the trainable (adapter) parameters. The
+I-frame is never updated. The updated copy then codes the full GoP.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from medgpu.adapt.adapters import adapt_encoder, adapter_parameters
+from medgpu.codec.entropy import SymbolCoder
+from medgpu.codec.gop import pad_frames
+from medgpu.codec.inter import InterCodec, Reference
+from medgpu.codec.intra import IntraCodec
+from medgpu.codec.quality import lam
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of the online update (the sidecar records them)."""
+
+    steps: int = 3  # epochs over all patch-GoPs
+    patch: int = 128  # patch size in pixels (rounded up to the network stride)
+    frames: int | None = None  # update on the first N frames only (None: the whole GoP)
+    scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)
+    lr: float = 1e-3
+    c_dw: int = 8
+    kernel: int = 3
+    carry_over: bool = True  # start each GoP from the previous GoP's adapters
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def patch_windows(size: int, patch: int, stride: int) -> list[int]:
+    """Start offsets (multiples of ``stride``) of windows of ``patch`` covering ``size``."""
+    patch = min(size, -(-patch // stride) * stride)
+    starts = list(range(0, size - patch + 1, patch))
+    if starts[-1] + patch < size:
+        starts.append(size - patch)
+    return starts
+
+
+def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int) -> torch.Tensor:
+    """Summed RD loss of the P-frames of ``x`` [T,1,h,w] coded from ``ref``."""
+    qt = torch.tensor([q], device=x.device)
+    lmb = lam(q)
+    pixels = x.shape[-1] * x.shape[-2]
+    loss = x.new_zeros(())
+    for t in range(1, x.shape[0]):
+        x_hat, ref, lik = model(x[t : t + 1], ref, qt)
+        bits = sum((-torch.log2(v)).sum() for v in lik.values())
+        loss = loss + lmb * torch.mean((x_hat - x[t : t + 1]) ** 2) + bits / pixels
+    return loss
+
+
+def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quality: int,
+               config: AdaptConfig, adapted: InterCodec | None = None) -> tuple[InterCodec, dict]:
+    """Optimise encoder-side adapters on one GoP; returns (adapted copy, report).
+
+    ``inter`` is the stock P-frame codec; ``adapted`` an earlier copy to carry over.
+    """
+    t0 = time.time()
+    device = next(inter.parameters()).device
+    stride = max(intra.stride, inter.stride)
+    x = pad_frames(frames.float().to(device), stride)
+    if config.frames is not None:
+        x = x[: max(2, config.frames)]
+    model = adapted if adapted is not None else adapt_encoder(inter, config.c_dw, config.kernel, config.scope)
+    params = adapter_parameters(model)
+    report = {"settings": config.to_dict(), "trainable_parameters": sum(p.numel() for p in params)}
+    if x.shape[0] < 2 or config.steps <= 0 or not params:
+        report.update(seconds=time.time() - t0, epochs=0)
+        return model, report
+    g = intra.latent.gaussian
+    with torch.no_grad():
+        x0_hat, y0_hat = intra.compress(x[0:1], quality, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
+    h, w = x.shape[-2:]
+    windows = [(r, c) for r in patch_windows(h, config.patch, stride) for c in patch_windows(w, config.patch, stride)]
+    ps_h = min(h, -(-config.patch // stride) * stride)
+    ps_w = min(w, -(-config.patch // stride) * stride)
+
+    def patch_ref(r: int, c: int) -> Reference:
+        f = x0_hat[..., r : r + ps_h, c : c + ps_w]
+        y = y0_hat[..., r // 16 : (r + ps_h) // 16, c // 16 : (c + ps_w) // 16]
+        return model.reference_from_intra(f, y)
+
+    def evaluate() -> float:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            total = sum(float(_chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality))
+                        for r, c in windows)
+        torch.random.set_rng_state(state)
+        return total / len(windows) / (x.shape[0] - 1)
+
+    opt = torch.optim.Adam(params, lr=config.lr)
+    report["rd_cost_before"] = evaluate()
+    epoch_seconds = []
+    for _ in range(config.steps):
+        te = time.time()
+        for r, c in windows:
+            loss = _chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        epoch_seconds.append(time.time() - te)
+    report["rd_cost_after"] = evaluate()
+    report.update(seconds=time.time() - t0, epochs=config.steps, seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds),
+                  patches=len(windows))
+    return model, report

@@ -1,0 +1,471 @@
+"""Python API: compress a volume to ``.mgpu`` (+ ``.mgpu.json``), decode it back, describe it.
+
+Heavy modules (torch, the codec, MONAI, nibabel) are imported inside the functions, so
+importing this module is cheap.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medgpu.bitstream.container import ContainerReader, StreamHeader, atomic_paths, write_container
+from medgpu.bitstream.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
+from medgpu.errors import (
+    DeviceError,
+    FormatError,
+    InputError,
+    MedgpuError,
+    OptionError,
+    OutputError,
+    WeightsMismatchError,
+)
+from medgpu.framing import DEFAULT_GOP, FramePlan, gops_for_slices, merge_slices, plan_for_volume, split_gops
+from medgpu.intensity import IntensityMapping
+from medgpu.metrics import bits_per_voxel, data_range, psnr, psnr_per_slice
+from medgpu.volume import Volume
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medgpu.codec.registry import VolumeCodec
+
+DEFAULT_QUALITY = 42
+"""Default quality index (0..63); aims at about 45 dB PSNR on typical CT/MR."""
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called once per GoP; stage is "encoding",
+"verifying" (compress decodes what it wrote) or "decoding"."""
+
+PathLike = str | os.PathLike[str]
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+__all__ = [
+    "DEFAULT_GOP",
+    "DEFAULT_QUALITY",
+    "compress",
+    "decode_slices",
+    "decompress",
+    "default_nifti_path",
+    "default_stream_path",
+    "info",
+    "read_header",
+    "resolve_device",
+]
+
+
+# ------------------------------------------------------------------------------ paths
+
+
+def _strip_suffix(path: Path, suffixes: Sequence[str]) -> str:
+    name = path.name
+    for suffix in suffixes:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def default_stream_path(src: PathLike) -> Path:
+    """``ct.nii.gz`` -> ``ct.mgpu`` beside it (a DICOM folder ``ct/`` -> ``ct.mgpu``)."""
+    p = Path(src)
+    return p.with_name(_strip_suffix(p, (*_NIFTI_SUFFIXES, ".dcm")) + ".mgpu")
+
+
+def default_nifti_path(stream: PathLike) -> Path:
+    """``ct.mgpu`` -> ``ct.nii.gz`` beside it."""
+    p = Path(stream)
+    return p.with_name(_strip_suffix(p, (".mgpu",)) + ".nii.gz")
+
+
+def _check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    for p in paths:
+        if p.is_dir():
+            raise OutputError(f"output is a folder: {p}")
+        if p.exists() and not overwrite:
+            raise OutputError(f"output exists: {p} (use --force / overwrite=True to replace it)")
+        if not p.parent.is_dir():
+            raise OutputError(f"output folder does not exist: {p.parent}")
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when available else "cpu"; checks that "cuda[:N]" is available."""
+    if not isinstance(device, str):
+        raise OptionError(f"--device must be auto, cpu or cuda, got {device!r}")
+    name = device.strip().lower()
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise OptionError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if name == "cpu":
+        return name
+    import torch
+
+    available = torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise DeviceError(f"--device {name} requested but CUDA is not available (use --device cpu)")
+    if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return name
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_quality(quality: Any, codec: VolumeCodec) -> int:
+    top = int(codec.num_qualities) - 1
+    if not _is_int(quality) or not 0 <= quality <= top:
+        raise OptionError(f"--quality must be an integer in 0..{top}, got {quality!r}")
+    return int(quality)
+
+
+def _check_gop(gop: Any) -> int:
+    if not _is_int(gop) or gop < 1:
+        raise OptionError(f"--gop must be a positive number of slices, got {gop!r}")
+    return int(gop)
+
+
+# ------------------------------------------------------------------------------ codec
+
+
+def _load_codec(name: str | None, device: str) -> VolumeCodec:
+    from medgpu.codec import available_codecs, load_codec
+
+    if name is not None and name not in available_codecs():
+        raise FormatError(
+            f"the stream needs codec '{name}', which this medgpu does not have "
+            f"(available: {', '.join(available_codecs())})"
+        )
+    try:
+        return load_codec(name, device=device)
+    except FileNotFoundError as exc:
+        raise InputError(f"codec weights are not installed: {exc.filename or exc}") from None
+
+
+def _check_weights(codec: VolumeCodec, header: StreamHeader) -> None:
+    if codec.codec_id != header.codec_id or bytes(codec.weights_hash) != header.weights_hash:
+        raise WeightsMismatchError(
+            f"stream was coded with codec '{header.codec_id}' weights sha256 {header.weights_hash.hex()[:16]}…, "
+            f"but the loaded codec is '{codec.codec_id}' weights {bytes(codec.weights_hash).hex()[:16]}…: "
+            f"decode it with the medgpu version (weights) that wrote it"
+        )
+
+
+# ------------------------------------------------------------------------------ volumes
+
+
+def _read_volume(src: PathLike | Volume) -> Volume:
+    if isinstance(src, Volume):
+        return src
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    from medgpu.io import load_volume
+
+    try:
+        volume = load_volume(path)
+    except MedgpuError:
+        raise
+    except Exception as exc:  # nibabel, MONAI and pydicom raise many kinds; the user needs one line
+        lines = str(exc).strip().splitlines()  # MONAI appends whole tracebacks: keep the first line
+        reason = lines[0][:300] if lines else type(exc).__name__
+        raise InputError(f"cannot read {path.name} as an image: {reason}") from None
+    if volume.array.size == 0:
+        raise InputError(f"{path.name} holds no voxels")
+    if volume.array.dtype.kind not in "biuf":
+        raise InputError(f"{path.name} has voxel type {volume.array.dtype}, which medgpu cannot code")
+    return volume
+
+
+def _volume_meta(volume: Volume) -> dict[str, Any]:
+    return {
+        "affine": np.asarray(volume.affine, dtype=np.float64).tolist(),
+        "spacing": [float(s) for s in volume.spacing],
+        "source_format": volume.source_format,
+        "source_name": Path(volume.path).name if volume.path else None,
+        "header": volume.header,
+    }
+
+
+def _plan_of(header: StreamHeader) -> FramePlan:
+    try:
+        plan = FramePlan.from_dict(header.plan)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"stream has an invalid GoP plan: {exc}") from None
+    if plan.shape != header.shape:
+        raise FormatError("stream has an invalid GoP plan: shape differs from the header's")
+    return plan
+
+
+def _mapping_of(header: StreamHeader) -> IntensityMapping:
+    try:
+        return IntensityMapping.from_dict(header.intensity)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"stream has an invalid intensity mapping: {exc}") from None
+
+
+# ------------------------------------------------------------------------------ coding
+
+
+def _encode_packets(gops: Sequence[np.ndarray], mapping: IntensityMapping, codec: VolumeCodec, quality: int,
+                    device: str, progress: Progress | None) -> Iterator[bytes]:
+    import torch
+
+    if progress:
+        progress("encoding", 0, len(gops))
+    for i, frames in enumerate(gops):
+        x = torch.from_numpy(mapping.forward(frames)).unsqueeze(1).to(device)
+        yield codec.encode_gop(x, quality)
+        if progress:
+            progress("encoding", i + 1, len(gops))
+
+
+def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeCodec | None, device: str,
+                 progress: Progress | None, stage: str) -> dict[int, np.ndarray]:
+    """Read (CRC-checked) the packets ``indices``, then decode them to original-dtype GoPs."""
+    header = reader.header
+    plan, mapping = _plan_of(header), _mapping_of(header)
+    if len(reader) != plan.n_gops:
+        raise FormatError(f"stream has {len(reader)} packets but its plan needs {plan.n_gops}")
+    payloads = {i: reader.read_packet(i) for i in indices}  # integrity first, then the model
+    codec = codec if codec is not None else _load_codec(header.codec_id, device)
+    _check_weights(codec, header)
+    h, w = plan.frame_shape
+    table = plan.gops
+    out: dict[int, np.ndarray] = {}
+    if progress:
+        progress(stage, 0, len(indices))
+    for n, i in enumerate(indices):
+        try:
+            frames = codec.decode_gop(payloads[i], table[i].length, h, w, header.quality)
+        except MedgpuError:
+            raise
+        except Exception as exc:  # CRC passed, so this is a stream/codec inconsistency
+            raise FormatError(f"cannot decode packet {i}: {exc}") from None
+        out[i] = mapping.inverse(frames[:, 0].detach().cpu().numpy())
+        if progress:
+            progress(stage, n + 1, len(indices))
+    return out
+
+
+def _decode_all(reader: ContainerReader, codec: VolumeCodec | None, device: str, progress: Progress | None,
+                stage: str) -> np.ndarray:
+    plan = _plan_of(reader.header)
+    gops = _decode_gops(reader, range(plan.n_gops), codec, device, progress, stage)
+    return merge_slices(gops, plan, 0, plan.n_slices, dtype=np.dtype(reader.header.dtype))
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def compress(
+    src: PathLike | Volume,
+    out: PathLike | None = None,
+    *,
+    quality: int | None = None,
+    gop: int = DEFAULT_GOP,
+    slice_axis: int | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    codec: VolumeCodec | None = None,
+) -> dict[str, Any]:
+    """Compress ``src`` (NIfTI, DICOM file or series folder, or a :class:`Volume`) to ``out``.
+
+    ``out`` (.mgpu) and its ``.mgpu.json`` sidecar are written atomically. The returned report (also in the sidecar) comes from
+    decoding the written stream: ``bytes``, ``bits_per_voxel`` (real file size), ``psnr``
+    (whole volume, over the original data range), ``psnr_per_slice`` (along the slice axis),
+    ``encode_seconds``, ``decode_seconds``, ``quality``, ``codec_id`` and paths.
+    ``codec`` overrides the shipped codec (tests use random weights).
+    """
+    quality = DEFAULT_QUALITY if quality is None else quality
+    gop = _check_gop(gop)
+    if slice_axis is not None and not _is_int(slice_axis):
+        raise OptionError(f"--slice-axis must be an integer, got {slice_axis!r}")
+    device = resolve_device(device)
+    if out is None:
+        if isinstance(src, Volume) and not src.path:
+            raise OptionError("an output path is needed to compress an in-memory volume")
+        out = default_stream_path(src.path if isinstance(src, Volume) else src)  # type: ignore[arg-type]
+    stream, side = Path(out), sidecar_path(out)
+    _check_outputs([stream, side], overwrite)
+    volume = _read_volume(src)
+    try:
+        plan = plan_for_volume(volume, slice_axis=slice_axis, gop=gop)
+    except ValueError as exc:
+        raise OptionError(f"--slice-axis: {exc}") from None
+    codec = codec if codec is not None else _load_codec(None, device)
+    quality = _check_quality(quality, codec)
+    mapping = IntensityMapping.fit(volume.array)
+    header = StreamHeader(
+        codec_id=codec.codec_id,
+        weights_hash=bytes(codec.weights_hash),
+        quality=quality,
+        shape=tuple(int(s) for s in volume.shape),
+        dtype=np.dtype(volume.dtype).newbyteorder("=").str,
+        slice_axis=plan.slice_axis,
+        plan=plan.to_dict(),
+        intensity=mapping.to_dict(),
+        volume=_volume_meta(volume),
+    )
+    with atomic_paths(stream, side) as (tmp_stream, tmp_side):
+        t0 = time.perf_counter()
+        packets = _encode_packets(split_gops(volume.array, plan), mapping, codec, quality, device, progress)
+        size = write_container(tmp_stream, header, packets)
+        t1 = time.perf_counter()
+        with ContainerReader(tmp_stream) as reader:
+            decoded = _decode_all(reader, codec, device, progress, "verifying")
+        t2 = time.perf_counter()
+        report = _report(volume.array, decoded, plan, size, header, t1 - t0, t2 - t1)
+        report.update(stream=str(stream), sidecar=str(side))
+        write_sidecar(tmp_side, build_sidecar(header, report, stream.name))
+    return report
+
+
+def _report(original: np.ndarray, decoded: np.ndarray, plan: FramePlan, size: int, header: StreamHeader,
+            encode_s: float, decode_s: float) -> dict[str, Any]:
+    per_slice = psnr_per_slice(original, decoded, plan.slice_axis) if original.ndim >= 3 else [psnr(original, decoded)]
+    return {
+        "bytes": int(size),
+        "voxels": int(original.size),
+        "bits_per_voxel": bits_per_voxel(size, original.size),
+        "compression_ratio": original.nbytes / size if size else math.inf,
+        "psnr": psnr(original, decoded),
+        "psnr_per_slice": per_slice,
+        "psnr_peak": data_range(original),  # PSNR is over the original data range (max - min)
+        "encode_seconds": encode_s,
+        "decode_seconds": decode_s,
+        "quality": header.quality,
+        "codec_id": header.codec_id,
+        "gop": plan.gop,
+        "num_gops": plan.n_gops,
+        "slice_axis": plan.slice_axis,
+    }
+
+
+def _volume_from(header: StreamHeader, array: np.ndarray) -> Volume:
+    meta = header.volume
+    spacing = meta.get("spacing") or ()
+    try:
+        return Volume(
+            array=array,
+            affine=np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64),
+            spacing=tuple(spacing) if len(spacing) == array.ndim else (),
+            source_format=str(meta.get("source_format", "array")),
+            header=dict(meta.get("header") or {}),
+        )
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"stream has invalid volume metadata: {exc}") from None
+
+
+def decompress(
+    src: PathLike,
+    out: PathLike | None = None,
+    *,
+    device: str = "auto",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    codec: VolumeCodec | None = None,
+) -> Volume:
+    """Decode a ``.mgpu`` stream to a :class:`Volume`; also write NIfTI when ``out`` is given.
+
+    Every packet's CRC is checked before the codec is loaded; a stream coded with other
+    weights is refused (:class:`~medgpu.errors.WeightsMismatchError`).
+    """
+    target = Path(out) if out is not None else None
+    if target is not None:
+        if not target.name.lower().endswith(_NIFTI_SUFFIXES):
+            raise OptionError(f"output must end with .nii or .nii.gz, got {target.name}")
+        _check_outputs([target], overwrite)
+    with ContainerReader(src) as reader:
+        array = _decode_all(reader, codec, resolve_device(device), progress, "decoding")
+        header = reader.header
+    volume = _volume_from(header, array)
+    if target is not None:
+        from medgpu.io import save_volume
+
+        try:
+            save_volume(volume, target, fmt="nifti")
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        volume.path = str(target)
+    return volume
+
+
+def decode_slices(
+    src: PathLike,
+    start: int,
+    stop: int,
+    *,
+    device: str = "auto",
+    codec: VolumeCodec | None = None,
+) -> np.ndarray:
+    """Slices ``start:stop`` along the stream's slice axis, in the original dtype.
+
+    Reads and decodes only the GoPs that cover the range. The result has the volume's
+    shape with the slice axis cut to ``stop - start``.
+    """
+    with ContainerReader(src) as reader:
+        plan = _plan_of(reader.header)
+        if not (_is_int(start) and _is_int(stop) and 0 <= start < stop <= plan.n_slices):
+            raise OptionError(f"slice range {start}:{stop} is not inside 0:{plan.n_slices}")
+        indices = gops_for_slices(plan, start, stop)
+        gops = _decode_gops(reader, indices, codec, resolve_device(device), None, "decoding")
+        return merge_slices(gops, plan, start, stop, dtype=np.dtype(reader.header.dtype))
+
+
+def read_header(path: PathLike) -> StreamHeader:
+    """The stream header of a ``.mgpu`` file (structure checked, payloads not read)."""
+    with ContainerReader(path) as reader:
+        return reader.header
+
+
+def info(src: PathLike) -> dict[str, Any]:
+    """What a stream holds: codec, weights hash, quality, geometry, size, and the sidecar report.
+
+    ``psnr`` and ``report`` come from the ``.mgpu.json`` sidecar when it is present and
+    matches the stream (same size and weights), else they are None.
+    """
+    with ContainerReader(src) as reader:
+        header, size, n_packets = reader.header, reader.size, len(reader)
+    plan = _plan_of(header)
+    voxels = math.prod(header.shape)
+    meta: dict[str, Any] = {
+        "path": str(src),
+        "bytes": size,
+        "bits_per_voxel": bits_per_voxel(size, voxels),
+        "container_version": header.version,
+        "codec_id": header.codec_id,
+        "weights_sha256": header.weights_hash.hex(),
+        "quality": header.quality,
+        "shape": list(header.shape),
+        "dtype": header.dtype,
+        "slice_axis": header.slice_axis,
+        "gop": plan.gop,
+        "num_gops": n_packets,
+        "framing": plan.mode,
+        "spacing": header.volume.get("spacing"),
+        "affine": header.volume.get("affine"),
+        "source_format": header.volume.get("source_format"),
+        "intensity": header.intensity,
+        "sidecar": None,
+        "report": None,
+        "psnr": None,
+    }
+    side = sidecar_path(src)
+    if side.is_file():
+        try:
+            doc = read_sidecar(side)
+        except MedgpuError:
+            doc = {}
+        report = doc.get("report")
+        if (isinstance(report, Mapping) and report.get("bytes") == size
+                and doc.get("codec", {}).get("weights_sha256") == header.weights_hash.hex()):
+            meta.update(sidecar=str(side), report=dict(report), psnr=report.get("psnr"))
+    return meta

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from medgpu.adapt import AdaptConfig, adapt_encoder, adapter_parameters, update_gop
+from medgpu.adapt.adapters import encoder_side_parameter_count
+from medgpu.adapt.online import patch_windows
+from medgpu.codec import load_codec
+
+
+def frames(t=4, h=64, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = [0.5 + 0.3 * np.sin(6 * xx + 0.3 * i) * np.cos(5 * yy) + 0.02 * rng.standard_normal((h, w)) for i in range(t)]
+    return torch.from_numpy(np.clip(np.stack(out), 0, 1)[:, None].astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec()
+
+
+def test_patch_windows_cover_the_frame():
+    assert patch_windows(256, 128, 64) == [0, 128]
+    assert patch_windows(192, 128, 64) == [0, 64]
+    assert patch_windows(64, 128, 64) == [0]
+    for size in (64, 192, 320):
+        starts = patch_windows(size, 128, 64)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s : s + min(size, 128)] = True
+        assert covered.all() and all(s % 64 == 0 for s in starts)
+
+
+def test_adapters_only_touch_the_encoder_and_are_small(codec):
+    adapted = adapt_encoder(codec.inter)
+    trainable = adapter_parameters(adapted)
+    n = sum(p.numel() for p in trainable)
+    assert 0 < n < 0.10 * encoder_side_parameter_count(codec.inter)
+    stock = dict(codec.inter.named_parameters())
+    for name, p in adapted.named_parameters():
+        if not p.requires_grad:
+            continue
+        assert "adapter" in name
+    # every stock parameter is still there, unchanged, in the adapted copy
+    for name, p in adapted.named_parameters():
+        key = name.replace(".block", "")
+        if key in stock:
+            assert torch.equal(p, stock[key])
+    full = adapt_encoder(codec.inter, scope="full")
+    assert sum(p.numel() for p in adapter_parameters(full)) == encoder_side_parameter_count(codec.inter)
+
+
+def test_zero_steps_give_a_byte_identical_stream(codec):
+    x = frames()
+    plain = codec.encode_gop(x, 40)
+    model, report = update_gop(codec.intra, codec.inter, x, 40, AdaptConfig(steps=0))
+    assert codec.encode_gop(x, 40, inter=model) == plain
+    assert report["epochs"] == 0
+
+
+def test_adapted_stream_decodes_with_the_stock_decoder(codec):
+    x = frames(t=4, h=64, w=128, seed=1)
+    model, report = update_gop(codec.intra, codec.inter, x, 40, AdaptConfig(steps=2, patch=64, lr=3e-3))
+    assert report["patches"] == 2
+    assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "adapter.zero" in n)
+    payload, recon = codec.encode_gop_with_recon(x, 40, inter=model)
+    assert payload != codec.encode_gop(x, 40)
+    fresh = load_codec()  # stock weights, no adapters anywhere
+    assert torch.equal(fresh.decode_gop(payload, 4, 64, 128, 40), recon)
+
+
+def test_updating_lowers_the_rd_cost(codec):
+    x = frames(t=5, seed=2)
+    _, report = update_gop(codec.intra, codec.inter, x, 30, AdaptConfig(steps=6, patch=64, lr=3e-3))
+    assert report["rd_cost_after"] < report["rd_cost_before"]

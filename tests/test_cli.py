@@ -1,0 +1,172 @@
+"""The ``medgpu`` command line: a real round trip with the shipped weights, and every error
+case is one line on stderr, a non-zero exit and no output file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import nibabel.testing
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medgpu import api
+from medgpu.cli import app
+from medgpu.codec import load_codec
+from medgpu.volume import Volume
+
+EXAMPLE = Path(nibabel.testing.data_path) / "anatomical.nii"  # real MR, 33x41x25 int16, big-endian
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("medgpu: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory) -> Path:
+    """A small valid stream (random weights: the error cases never reach the model)."""
+    d = tmp_path_factory.mktemp("stream")
+    vol = Volume(np.arange(12 * 10 * 4, dtype=np.int16).reshape(12, 10, 4), np.diag([1.0, 1.0, 2.0, 1.0]))
+    api.compress(vol, d / "s.mgpu", gop=2, device="cpu", codec=load_codec(pretrained=False))
+    return d / "s.mgpu"
+
+
+def test_import_is_light_and_help_works():
+    code = "import sys, medgpu.cli; print([m for m in ('torch', 'monai', 'nibabel', 'numpy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("compress", "decompress", "info"):
+        assert command in result.output
+
+
+def test_round_trip_with_shipped_weights(tmp_path):
+    out = tmp_path / "anat.mgpu"
+    result = run("compress", EXAMPLE, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "bits/voxel" in result.stdout and out.is_file() and Path(f"{out}.json").is_file()
+
+    result = run("info", out, "--json")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.stdout)
+    assert meta["shape"] == [33, 41, 25] and meta["quality"] == api.DEFAULT_QUALITY
+
+    nii = tmp_path / "anat.nii.gz"
+    result = run("decompress", out, "-o", nii)
+    assert result.exit_code == 0, result.output
+    a, b = nib.load(str(EXAMPLE)), nib.load(str(nii))
+    assert a.shape == b.shape and a.get_data_dtype() == b.get_data_dtype()
+    np.testing.assert_array_equal(a.affine, b.affine)
+    for key in ("sform_code", "qform_code", "pixdim", "xyzt_units", "descrip"):
+        np.testing.assert_array_equal(a.header[key], b.header[key], err_msg=key)
+    x = np.asarray(a.dataobj, dtype=np.float64)
+    y = np.asarray(b.dataobj, dtype=np.float64)
+    independent = 10 * np.log10((x.max() - x.min()) ** 2 / np.mean((x - y) ** 2))
+    assert meta["psnr"] == pytest.approx(independent, rel=1e-12)
+    assert independent > 25  # real weights, default quality: far from noise
+
+    text = run("info", out)
+    assert text.exit_code == 0 and "PSNR" in text.stdout and "bits/voxel" in text.stdout
+
+
+def damaged(stream: Path, tmp_path: Path, kind: str) -> Path:
+    data = bytearray(stream.read_bytes())
+    if kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "header-flip":
+        data[40] ^= 0x04
+    elif kind == "payload-flip":
+        data[-60] ^= 0x80
+    elif kind == "random":
+        data = bytearray(np.random.default_rng(0).bytes(len(data)))
+    path = tmp_path / f"{kind}.mgpu"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [("truncated", "truncated"), ("header-flip", "corrupt"), ("payload-flip", "corrupt"), ("random", "not a medgpu stream")],
+)
+@pytest.mark.parametrize("command", ["decompress", "info"])
+def test_damaged_streams(stream, tmp_path, kind, needle, command):
+    bad = damaged(stream, tmp_path, kind)
+    before = sorted(tmp_path.iterdir())
+    args = [command, bad] + (["-o", tmp_path / "out.nii.gz"] if command == "decompress" else [])
+    result = run(*args)
+    if command == "info" and kind == "payload-flip":
+        assert result.exit_code == 0  # info reads header and index only; payloads are checked on decode
+        return
+    assert_one_line_error(result, needle)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def non_image(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.nii.gz"
+    path.write_text("these are not voxels\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (lambda t, s: ["compress", t / "missing.nii.gz"], "no such file"),
+        (lambda t, s: ["compress", non_image(t), "-o", t / "x.mgpu"], "notes.nii.gz"),
+        (lambda t, s: ["compress", s, "-o", t / "x.mgpu"], "not a NIfTI or DICOM file"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--quality", "99"], "--quality"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--gop", "0"], "--gop"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--slice-axis", "7"], "--slice-axis"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--device", "tpu"], "--device"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--quality", "abc"], "--quality"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "nodir" / "x.mgpu"], "folder does not exist"),
+        (lambda t, s: ["decompress", t / "missing.mgpu", "-o", t / "o.nii.gz"], "no such file"),
+        (lambda t, s: ["decompress", s, "-o", t / "o.txt"], ".nii"),
+        (lambda t, s: ["decompress", s, "-o", t / "o.nii.gz", "--device", "tpu"], "--device"),
+        (lambda t, s: ["info", t / "missing.mgpu"], "no such file"),
+        (lambda t, s: ["compress"], "Missing argument"),
+    ],
+    ids=["missing", "non-image", "not-nifti", "quality", "gop", "slice-axis", "device", "quality-type",
+         "out-folder", "d-missing", "d-suffix", "d-device", "info-missing", "no-args"],
+)
+def test_bad_input_and_options(stream, tmp_path, args, needle):
+    argv = args(tmp_path, stream)
+    before = sorted(tmp_path.iterdir())
+    assert_one_line_error(run(*argv), needle)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_existing_output_needs_force(stream, tmp_path):
+    target = tmp_path / "o.nii.gz"
+    target.write_bytes(b"old")
+    assert_one_line_error(run("decompress", stream, "-o", target), "exists")
+    assert target.read_bytes() == b"old"
+
+
+def test_errors_in_a_real_process(stream, tmp_path):
+    """Outside the test runner too: one line on stderr, non-zero exit, no traceback."""
+    bad = damaged(stream, tmp_path, "truncated")
+    text = non_image(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MEDGPU_DEBUG"}
+    for argv in (["decompress", bad], ["compress", text]):
+        proc = subprocess.run([sys.executable, "-m", "medgpu", *map(str, argv)], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode != 0
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("medgpu: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.nii.gz", "truncated.mgpu"]
