@@ -27,6 +27,7 @@ from medgpu.errors import (
 )
 from medgpu.framing import DEFAULT_GOP, FramePlan, gops_for_slices, merge_slices, plan_for_volume, split_gops
 from medgpu.intensity import IntensityMapping
+from medgpu.adapt.config import AdaptConfig
 from medgpu.metrics import bits_per_voxel, data_range, psnr, psnr_per_slice
 from medgpu.volume import Volume
 
@@ -214,14 +215,26 @@ def _mapping_of(header: StreamHeader) -> IntensityMapping:
 
 
 def _encode_packets(gops: Sequence[np.ndarray], mapping: IntensityMapping, codec: VolumeCodec, quality: int,
-                    device: str, progress: Progress | None) -> Iterator[bytes]:
+                    device: str, progress: Progress | None, adapt: AdaptConfig | None = None,
+                    adapt_reports: list | None = None) -> Iterator[bytes]:
+    """Yield one packet per GoP; with ``adapt``, the encoder's adapters are first
+    optimised on each GoP (the decoder never changes)."""
     import torch
 
     if progress:
         progress("encoding", 0, len(gops))
+    adapted = None
     for i, frames in enumerate(gops):
         x = torch.from_numpy(mapping.forward(frames)).unsqueeze(1).to(device)
-        yield codec.encode_gop(x, quality)
+        if adapt is not None:
+            from medgpu.adapt import update_gop
+
+            with torch.enable_grad():
+                adapted, rep = update_gop(codec.intra, codec.inter, x, quality, adapt,
+                                          adapted if adapt.carry_over else None)
+            if adapt_reports is not None:
+                adapt_reports.append(rep)
+        yield codec.encode_gop(x, quality, inter=adapted)
         if progress:
             progress("encoding", i + 1, len(gops))
 
@@ -275,6 +288,7 @@ def compress(
     progress: Progress | None = None,
     overwrite: bool = False,
     codec: VolumeCodec | None = None,
+    adapt: AdaptConfig | bool | None = None,
 ) -> dict[str, Any]:
     """Compress ``src`` (NIfTI, DICOM file or series folder, or a :class:`Volume`) to ``out``.
 
@@ -282,7 +296,9 @@ def compress(
     decoding the written stream: ``bytes``, ``bits_per_voxel`` (real file size), ``psnr``
     (whole volume, over the original data range), ``psnr_per_slice`` (along the slice axis),
     ``encode_seconds``, ``decode_seconds``, ``quality``, ``codec_id`` and paths.
-    ``codec`` overrides the shipped codec (tests use random weights).
+    ``codec`` overrides the shipped codec (tests use random weights). ``adapt`` turns on
+    content-adaptive encoding (an :class:`medgpu.adapt.AdaptConfig`, or ``True`` for the
+    defaults); its settings, time and rate-distortion cost before/after go into the report.
     """
     quality = DEFAULT_QUALITY if quality is None else quality
     gop = _check_gop(gop)
@@ -314,9 +330,14 @@ def compress(
         intensity=mapping.to_dict(),
         volume=_volume_meta(volume),
     )
+    if adapt is True:
+        adapt = AdaptConfig()
+    adapt = adapt or None
+    adapt_reports: list[dict] = []
     with atomic_paths(stream, side) as (tmp_stream, tmp_side):
         t0 = time.perf_counter()
-        packets = _encode_packets(split_gops(volume.array, plan), mapping, codec, quality, device, progress)
+        packets = _encode_packets(split_gops(volume.array, plan), mapping, codec, quality, device, progress,
+                                  adapt, adapt_reports)
         size = write_container(tmp_stream, header, packets)
         t1 = time.perf_counter()
         with ContainerReader(tmp_stream) as reader:
@@ -324,8 +345,23 @@ def compress(
         t2 = time.perf_counter()
         report = _report(volume.array, decoded, plan, size, header, t1 - t0, t2 - t1)
         report.update(stream=str(stream), sidecar=str(side))
+        report["adaptation"] = _adaptation_summary(adapt, adapt_reports)
         write_sidecar(tmp_side, build_sidecar(header, report, stream.name))
     return report
+
+
+def _adaptation_summary(adapt: AdaptConfig | None, reports: list[dict]) -> dict[str, Any]:
+    """Settings, time and estimated RD cost (training loss, per P-frame) before/after updating."""
+    if adapt is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "settings": adapt.to_dict(),
+        "seconds": sum(r.get("seconds", 0.0) for r in reports),
+        "trainable_parameters": reports[0].get("trainable_parameters") if reports else 0,
+        "per_gop": [{k: r.get(k) for k in ("rd_cost_before", "rd_cost_after", "seconds", "epochs", "patches")}
+                    for r in reports],
+    }
 
 
 def _report(original: np.ndarray, decoded: np.ndarray, plan: FramePlan, size: int, header: StreamHeader,

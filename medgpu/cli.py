@@ -212,6 +212,150 @@ def info(
         typer.echo(f"{key:>{width}}: {value}")
 
 
+@app.command()
+def bench(
+    volumes: Annotated[list[Path], typer.Argument(metavar="VOLUME...", help="NIfTI files, DICOM files or DICOM series folders.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for results.csv, results.json and rd_curves.png.")] = Path("medgpu-bench"),
+    qualities: Annotated[Optional[list[str]], typer.Option("--qualities", metavar="Q,Q,...", help="medgpu quality indices, comma-separated (default 0,16,32,48,63).", show_default=False)] = None,
+    codecs: Annotated[Optional[list[str]], typer.Option("--codecs", metavar="CODEC,...", help="Comma-separated: medgpu, jpeg2000, x265, htj2k, jpegxl, jpegls, av1 (default: all installed).", show_default=False)] = None,
+    gop: Annotated[int, typer.Option("--gop", help="medgpu slices per GoP.")] = 30,
+    slice_axis: Annotated[Optional[int], typer.Option("--slice-axis", help="Axis coded as frames, for every codec (default: the one with the largest spacing).", show_default=False)] = None,
+    max_slices: Annotated[Optional[int], typer.Option("--max-slices", help="Keep this many central slices of each volume.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (medgpu).")] = "auto",
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="medgpu checkpoint instead of the shipped weights.", show_default=False)] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="medgpu with seeded random weights (plumbing check; numbers are meaningless).")] = False,
+    no_lossless: Annotated[bool, typer.Option("--no-lossless", help="Skip the lossless reference points of the classical codecs.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Rate-distortion benchmark of medgpu against JPEG 2000, HTJ2K, JPEG XL, JPEG-LS, HEVC and AV1 on the same voxels."""
+    from rich.console import Console
+
+    from medgpu import bench as bench_mod
+    from medgpu.errors import OptionError
+
+    def split(values: Optional[list[str]]) -> Optional[list[str]]:
+        return None if values is None else [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+    try:
+        quality_list = [int(q) for q in split(qualities)] if qualities is not None else list(bench_mod.DEFAULT_QUALITIES)
+    except ValueError:
+        raise OptionError(f"--qualities must be integers, got {','.join(qualities or [])!r}") from None
+    options: dict[str, Any] = dict(qualities=quality_list, codecs=split(codecs), lossless=not no_lossless, gop=gop,
+                                   slice_axis=slice_axis, max_slices=max_slices, device=device,
+                                   weights=str(weights) if weights else None, random_weights=random_weights)
+    err = Console(stderr=True)
+    if no_progress or not err.is_terminal:
+        result = bench_mod.run_bench(volumes, out, **options)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
+                      TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task("bench", total=None)
+            result = bench_mod.run_bench(volumes, out, progress=lambda d, n, t: bar.update(
+                task, description=d[:28], completed=n, total=t), **options)
+    console = Console() if Console().is_terminal else Console(width=160)
+    for table in bench_mod.render_tables(result):
+        console.print(table)
+    for codec, why in result.skipped.items():
+        typer.echo(f"skipped {codec}: {why}", err=True)
+    written = [p for p in (result.csv_path, result.json_path, result.plot_path) if p is not None]
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def archive(
+    paths: Annotated[list[Path], typer.Argument(metavar="[SRC] DEST", help="Folder tree or CSV manifest of paths, then the archive folder (only DEST with --from-pacs). Re-running resumes.", show_default=False)],
+    from_pacs: Annotated[Optional[str], typer.Option("--from-pacs", metavar="HOST:PORT", help="Query and retrieve from this DICOM node instead of SRC.", show_default=False)] = None,
+    aet: Annotated[str, typer.Option("--aet", help="Our (calling) AE title.")] = "MEDGPU",
+    aec: Annotated[str, typer.Option("--aec", help="The node's (called) AE title.")] = "ANY-SCP",
+    query: Annotated[Optional[list[str]], typer.Option("--query", metavar="KEY=VALUE", help="C-FIND matching key, e.g. PatientID=123 (repeatable).", show_default=False)] = None,
+    retrieve: Annotated[str, typer.Option("--retrieve", help="get (C-GET) or move (C-MOVE to --aet on --move-port).")] = "get",
+    move_port: Annotated[Optional[int], typer.Option("--move-port", help="Port we listen on for C-MOVE.", show_default=False)] = None,
+    quality: QualityOpt = None,
+    gop: Annotated[int, typer.Option("--gop", help="Slices per group of pictures (GoP).")] = 30,
+    slice_axis: Annotated[Optional[int], typer.Option("--slice-axis", help="Axis coded as frames (default: the one with the largest spacing).", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local worker processes (default: one per core, at most 8; 0: in this process). With --dask: LocalCluster size.", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads per task (default: cores / workers).", show_default=False)] = None,
+    dask: Annotated[bool, typer.Option("--dask", help="Run on a Dask LocalCluster (or on --scheduler).")] = False,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.", show_default=False)] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Retries of transient failures per series (exponential backoff).")] = 2,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Codec weights file (default: the shipped weights).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Archive every series of a folder tree, a manifest or a PACS query: compress, verify, resume."""
+    from medgpu.archive import CodecSpec, PacsNode
+    from medgpu.archive import archive as run_archive
+    from medgpu.archive.pacs import parse_query
+    from medgpu.archive.progress import rich_progress
+    from medgpu.bitstream.sidecar import to_json_safe
+    from medgpu.errors import OptionError
+
+    if len(paths) != (1 if from_pacs else 2):
+        raise OptionError("give DEST with --from-pacs, else SRC and DEST")
+    src, dest = (None, paths[0]) if from_pacs else (paths[0], paths[1])
+    node = PacsNode.parse(from_pacs, aet=aet, aec=aec) if from_pacs else None
+    spec = CodecSpec(weights=str(weights)) if weights is not None else CodecSpec()
+    with rich_progress(not no_progress and not as_json) as progress:
+        summary = run_archive(src, dest, pacs=node, query=parse_query(query or []), retrieve=retrieve,
+                              move_port=move_port, quality=quality, gop=gop, slice_axis=slice_axis, device=device,
+                              workers=workers, threads=threads, dask=dask, scheduler=scheduler, retries=retries,
+                              codec=spec, progress=progress)
+    counts = summary["counts"]
+    if as_json:
+        typer.echo(json.dumps(to_json_safe({k: v for k, v in summary.items() if k != "series"}), indent=2))
+    else:
+        ratio = f"{summary['total_ratio']:.2f}:1" if summary["total_ratio"] else "n/a"
+        psnr = f", PSNR min {_fmt_db(summary['psnr_min'])}" if summary["psnr_min"] is not None else ""
+        typer.echo(f"{dest}: {counts['done']} of {counts['series']} series archived ({summary['this_run']['archived']} "
+                   f"in this run), {counts['skipped']} skipped, {counts['failed']} failed; ratio {ratio}{psnr}")
+        for p in summary["problems"]:
+            typer.echo(f"  {p['state']}: {p['source'] or p['key']}: {p['error']}")
+        typer.echo(f"summary in {dest / 'summary.csv'} and {dest / 'summary.json'}")
+    if counts["failed"] or counts["pending"]:
+        from medgpu.errors import MedgpuError
+
+        raise MedgpuError(f"{counts['failed'] + counts['pending']} series not archived; re-run the same command to retry them")
+
+
+@app.command()
+def restore(
+    archive_dir: Annotated[Path, typer.Argument(metavar="ARCHIVE", help="Folder written by `medgpu archive`.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Output folder (not needed with --to-pacs).", show_default=False)] = None,
+    to: Annotated[str, typer.Option("--to", help="nifti, or dicom (a new lossy series per stream).")] = "nifti",
+    to_pacs: Annotated[Optional[str], typer.Option("--to-pacs", metavar="HOST:PORT", help="Send each decoded series to this DICOM node (C-STORE).", show_default=False)] = None,
+    aet: Annotated[str, typer.Option("--aet", help="Our (calling) AE title.")] = "MEDGPU",
+    aec: Annotated[str, typer.Option("--aec", help="The node's (called) AE title.")] = "ANY-SCP",
+    series: Annotated[Optional[list[str]], typer.Option("--series", help="Only this series: key, Series UID, source path or stream name (repeatable).", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Codec weights file (default: those the archive was written with).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Decode an archive back to NIfTI or DICOM files, or to a PACS."""
+    from medgpu.archive import CodecSpec, PacsNode
+    from medgpu.archive import restore as run_restore
+    from medgpu.archive.progress import rich_progress
+    from medgpu.errors import MedgpuError, OptionError
+
+    if to_pacs is None and out is None:
+        raise OptionError("give an output folder OUT or --to-pacs HOST:PORT")
+    node = PacsNode.parse(to_pacs, aet=aet, aec=aec) if to_pacs else None
+    spec = CodecSpec(weights=str(weights)) if weights is not None else None
+    with rich_progress(not no_progress, label="restoring") as progress:
+        result = run_restore(archive_dir, out, to="dicom" if node else to, pacs=node, series=series, overwrite=force,
+                             device=device, codec=spec, progress=progress)
+    where = f"DICOM node {node}" if node else str(out)
+    typer.echo(f"restored {len(result['restored'])} series to {where}"
+               + (f"; {len(result['exists'])} already there (use --force to replace)" if result["exists"] else ""))
+    for item in result["failed"]:
+        typer.echo(f"  failed: {item['key']}: {item['error']}")
+    if result["failed"]:
+        raise MedgpuError(f"{len(result['failed'])} series could not be restored")
+
+
 def main() -> None:
     """Entry point for ``python -m medgpu``."""
     app(prog_name="medgpu")

@@ -95,6 +95,14 @@ def export(intra, inter, meta: dict) -> None:
     print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
 
 
+def _progress(meta: dict, stage: str, start: dict, step: int, t0: float, device, frames: int) -> dict:
+    """Meta with this run's steps and seconds added to the stage's totals so far."""
+    out = json.loads(json.dumps(meta))
+    out[stage] = {"steps": start["steps"] + step, "seconds": round(start["seconds"] + time.time() - t0, 1),
+                  "device": str(device), "threads": torch.get_num_threads(), "clip_frames": frames}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=["intra", "motion", "inter"], required=True)
@@ -130,7 +138,7 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=args.lr)
     lam_table = torch.tensor(LAMBDAS, device=device)
     anchors = torch.tensor(ANCHOR_QUALITIES, device=device)
-    stage_meta = meta.setdefault(args.stage, {"steps": 0, "seconds": 0.0, "device": str(device)})
+    stage_meta = dict(meta.get(args.stage, {"steps": 0, "seconds": 0.0}))
     t0, step, log = time.time(), 0, []
     frames = 1 if args.stage == "intra" else max(2, args.frames)
     while step < args.steps and time.time() - t0 < args.minutes * 60:
@@ -171,10 +179,8 @@ def main() -> None:
                   f"{(time.time() - t0) / step:.2f}s/step", flush=True)
             log = []
         if step % args.save_every == 0:
-            save(intra, inter, args.run_dir, meta)
-    stage_meta["steps"] += step
-    stage_meta["seconds"] += time.time() - t0
-    stage_meta["device"] = str(device)
+            save(intra, inter, args.run_dir, _progress(meta, args.stage, stage_meta, step, t0, device, frames))
+    meta = _progress(meta, args.stage, stage_meta, step, t0, device, frames)
     save(intra, inter, args.run_dir, meta)
     if args.export:
         export(intra, inter, meta)

@@ -9,33 +9,16 @@ I-frame is never updated. The updated copy then codes the full GoP.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 
 from medgpu.adapt.adapters import adapt_encoder, adapter_parameters
+from medgpu.adapt.config import AdaptConfig
 from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.gop import pad_frames
 from medgpu.codec.inter import InterCodec, Reference
 from medgpu.codec.intra import IntraCodec
 from medgpu.codec.quality import lam
-
-
-@dataclass
-class AdaptConfig:
-    """Settings of the online update (the sidecar records them)."""
-
-    steps: int = 3  # epochs over all patch-GoPs
-    patch: int = 128  # patch size in pixels (rounded up to the network stride)
-    frames: int | None = None  # update on the first N frames only (None: the whole GoP)
-    scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)
-    lr: float = 1e-3
-    c_dw: int = 8
-    kernel: int = 3
-    carry_over: bool = True  # start each GoP from the previous GoP's adapters
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def patch_windows(size: int, patch: int, stride: int) -> list[int]:

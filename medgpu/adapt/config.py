@@ -1,0 +1,21 @@
+"""Settings of content-adaptive encoding (no torch import: cheap for the CLI and API)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of the online update (the sidecar records them)."""
+
+    steps: int = 3  # epochs over all patch-GoPs
+    patch: int = 128  # patch size in pixels (rounded up to the network stride)
+    frames: int | None = None  # update on the first N frames only (None: the whole GoP)
+    scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)
+    lr: float = 1e-3
+    c_dw: int = 8
+    kernel: int = 3
+    carry_over: bool = True  # start each GoP from the previous GoP's adapters
+
+    def to_dict(self) -> dict:
+        return asdict(self)
