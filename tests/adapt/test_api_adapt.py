@@ -1,0 +1,30 @@
+import json
+
+import numpy as np
+
+from medgpu import api
+from medgpu.adapt import AdaptConfig
+from medgpu.volume import Volume
+
+
+def _volume() -> Volume:
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[0:6, 0:48, 0:40]
+    a = 800 + 400 * np.sin(xx / 6.0 + zz / 3.0) * np.cos(yy / 7.0) + 20 * rng.standard_normal(xx.shape)
+    return Volume(a.transpose(2, 1, 0).astype(np.int16), np.diag([0.8, 0.8, 2.5, 1.0]))
+
+
+def test_adaptive_compress_decodes_with_the_stock_path_and_reports(tmp_path):
+    vol = _volume()
+    out = tmp_path / "a.mgpu"
+    rep = api.compress(vol, out, quality=40, adapt=AdaptConfig(steps=1, patch=64))
+    ada = rep["adaptation"]
+    assert ada["enabled"] and ada["settings"]["steps"] == 1 and ada["trainable_parameters"] > 0
+    assert len(ada["per_gop"]) == 1 and ada["per_gop"][0]["rd_cost_before"] > 0
+    side = json.loads((tmp_path / "a.mgpu.json").read_text())
+    assert side["report"]["adaptation"]["enabled"] is True
+    decoded = api.decompress(out)  # the stock decoder: adapters are never needed to decode
+    assert decoded.array.shape == vol.array.shape and decoded.array.dtype == vol.array.dtype
+    plain = api.compress(vol, tmp_path / "b.mgpu", quality=40)
+    assert plain["adaptation"] == {"enabled": False}
+    assert out.read_bytes() != (tmp_path / "b.mgpu").read_bytes()
