@@ -333,6 +333,11 @@ def compress(
     if adapt is True:
         adapt = AdaptConfig()
     adapt = adapt or None
+    if adapt is not None:
+        try:
+            adapt.validate()
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
     adapt_reports: list[dict] = []
     with atomic_paths(stream, side) as (tmp_stream, tmp_side):
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
+from medgpu.adapt.config import AdaptConfig
 from medgpu.errors import MedgpuError
 
 
@@ -133,6 +134,8 @@ def _fmt_db(value: Any) -> str:
     return "lossless (inf dB)" if value == float("inf") else f"{value:.2f} dB"
 
 
+ADAPT_DEFAULT = False  # see docs/adaptation.md for the measured cost and gain behind this default
+
 QualityOpt = Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality index 0..63 (higher: more bits, higher PSNR). Default: tuned for about 45 dB on typical CT/MR.", show_default=False)]
 
 
@@ -146,13 +149,19 @@ def compress(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt/--no-adapt", help="Content-adaptive encoding: optimise encoder-side adapters on each GoP before coding it (slower encode, same decoder).")] = ADAPT_DEFAULT,
+    adapt_steps: Annotated[int, typer.Option("--adapt-steps", help="Update epochs over the patch-GoPs of each GoP.")] = AdaptConfig.steps,
+    adapt_patch: Annotated[int, typer.Option("--adapt-patch", help="Patch size (pixels) of the patch-GoPs.")] = AdaptConfig.patch,
+    adapt_frames: Annotated[Optional[int], typer.Option("--adapt-frames", help="Update on the first N frames of each GoP only (default: the whole GoP).", show_default=False)] = None,
+    adapt_scope: Annotated[str, typer.Option("--adapt-scope", help="adapters (the method) or full (every encoder-side parameter).")] = AdaptConfig.scope,
 ) -> None:
     """Compress a volume to OUT.mgpu plus an OUT.mgpu.json sidecar with the report."""
     from medgpu import api
 
+    config = AdaptConfig(steps=adapt_steps, patch=adapt_patch, frames=adapt_frames, scope=adapt_scope) if adapt else None
     with _progress(not no_progress) as progress:
-        report = api.compress(src, out, quality=quality, gop=gop,
-                              slice_axis=slice_axis, device=device, progress=progress, overwrite=force)
+        report = api.compress(src, out, quality=quality, gop=gop, slice_axis=slice_axis, device=device,
+                              progress=progress, overwrite=force, adapt=config)
     typer.echo(
         f"wrote {report['stream']}: {report['bytes']} bytes, {report['bits_per_voxel']:.3f} bits/voxel, "
         f"PSNR {_fmt_db(report['psnr'])} (quality {report['quality']}); report in {report['sidecar']}"

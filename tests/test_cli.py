@@ -140,9 +140,14 @@ def non_image(tmp_path: Path) -> Path:
         (lambda t, s: ["decompress", s, "-o", t / "o.nii.gz", "--device", "tpu"], "--device"),
         (lambda t, s: ["info", t / "missing.mgpu"], "no such file"),
         (lambda t, s: ["compress"], "Missing argument"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-steps", "-1"], "--adapt-steps"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-patch", "4"], "--adapt-patch"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-frames", "0"], "--adapt-frames"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-scope", "all"], "--adapt-scope"),
     ],
     ids=["missing", "non-image", "not-nifti", "quality", "gop", "slice-axis", "device", "quality-type",
-         "out-folder", "d-missing", "d-suffix", "d-device", "info-missing", "no-args"],
+         "out-folder", "d-missing", "d-suffix", "d-device", "info-missing", "no-args",
+         "adapt-steps", "adapt-patch", "adapt-frames", "adapt-scope"],
 )
 def test_bad_input_and_options(stream, tmp_path, args, needle):
     argv = args(tmp_path, stream)

@@ -17,5 +17,19 @@ class AdaptConfig:
     kernel: int = 3
     carry_over: bool = True  # start each GoP from the previous GoP's adapters
 
+    def validate(self) -> "AdaptConfig":
+        """Raise ``ValueError`` naming the first out-of-range setting."""
+        if self.steps < 0:
+            raise ValueError(f"--adapt-steps must be >= 0, got {self.steps}")
+        if self.patch < 16:
+            raise ValueError(f"--adapt-patch must be >= 16 pixels, got {self.patch}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"--adapt-frames must be >= 1, got {self.frames}")
+        if self.scope not in ("adapters", "full"):
+            raise ValueError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
+        if not self.lr > 0:
+            raise ValueError(f"adaptation learning rate must be > 0, got {self.lr}")
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
