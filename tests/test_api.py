@@ -184,11 +184,11 @@ def test_failure_leaves_no_file(coded, codec, tmp_path):
     broken = copy.copy(codec)
     calls = []
 
-    def encode_then_fail(frames, quality):
+    def encode_then_fail(frames, quality, on_frame=None, inter=None):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("disk on fire")
-        return codec.encode_gop(frames, quality)
+        return codec.encode_gop(frames, quality, on_frame=on_frame, inter=inter)
 
     broken.encode_gop = encode_then_fail
     with pytest.raises(RuntimeError):
