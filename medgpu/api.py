@@ -50,7 +50,9 @@ __all__ = [
     "compress",
     "decode_slices",
     "decompress",
+    "default_dicom_dir",
     "default_nifti_path",
+    "dicom_derivation",
     "default_stream_path",
     "info",
     "read_header",
@@ -79,6 +81,12 @@ def default_nifti_path(stream: PathLike) -> Path:
     """``ct.mgpu`` -> ``ct.nii.gz`` beside it."""
     p = Path(stream)
     return p.with_name(_strip_suffix(p, (".mgpu",)) + ".nii.gz")
+
+
+def default_dicom_dir(stream: PathLike) -> Path:
+    """``ct.mgpu`` -> the folder ``ct_dicom`` beside it."""
+    p = Path(stream)
+    return p.with_name(_strip_suffix(p, (".mgpu",)) + "_dicom")
 
 
 def _check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
@@ -405,37 +413,201 @@ def _volume_from(header: StreamHeader, array: np.ndarray) -> Volume:
         raise FormatError(f"stream has invalid volume metadata: {exc}") from None
 
 
+OUTPUT_FORMATS = ("nifti", "dicom")
+
+LOSSY_METHOD = "MEDGPU"
+"""Lossy Image Compression Method (0028,2114) written into decoded DICOM. PS3.3 C.7.6.1.1.5
+lists *Defined Terms* (ISO_10918_1, ISO_15444_1, ...), which may be extended; a CS value
+holds 16 characters at most, too few for codec and quality, so the method stays the stable
+"MEDGPU" and the codec id, quality and weights go into Derivation Description (0008,2111)."""
+
+
+def _output_format(to: Any, out: PathLike | None) -> str:
+    """"nifti" or "dicom" from ``to`` and the output name (see :func:`decompress`)."""
+    target = Path(out) if out is not None else None
+    nifti_name = target is not None and target.name.lower().endswith(_NIFTI_SUFFIXES)
+    if to is not None:
+        name = to.strip().lower() if isinstance(to, str) else None
+        if name not in OUTPUT_FORMATS:
+            raise OptionError(f"--to must be nifti or dicom, got {to!r}")
+        to = name
+    elif target is None or nifti_name:
+        to = "nifti"
+    elif target.is_dir() or str(out).endswith(("/", os.sep)):
+        to = "dicom"
+    else:
+        raise OptionError(f"output must end with .nii or .nii.gz (NIfTI) or be a folder (DICOM series), got "
+                          f"{target.name}; --to nifti|dicom says which")
+    if to == "nifti" and target is not None and not nifti_name:
+        raise OptionError(f"output must end with .nii or .nii.gz, got {target.name}")
+    if to == "dicom":
+        if target is None:
+            raise OptionError("--to dicom needs an output folder (-o DIR)")
+        if nifti_name:
+            raise OptionError(f"--to dicom writes a folder of DICOM files, not {target.name}")
+    return to
+
+
+def _check_dicom_dir(target: Path, overwrite: bool) -> None:
+    """An absent or empty folder; with ``overwrite``, also a folder of .dcm files only."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputError(f"output exists and is not a folder: {target}")
+    entries = list(target.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise OutputError(f"output folder is not empty: {target} (use --force / overwrite=True to replace "
+                          f"a DICOM series written there before)")
+    if any(p.is_symlink() or not p.is_file() or not p.name.lower().endswith(".dcm") for p in entries):
+        raise OutputError(f"output folder {target} holds more than .dcm files; refusing to replace it")
+
+
+def dicom_derivation(header: StreamHeader, stream_bytes: int) -> dict[str, Any]:
+    """How a decoded stream is labelled in DICOM (PS3.3 C.7.6.1.1.5 and C.12.4.1.1).
+
+    ``lossy_ratio``: original voxel bytes / stream bytes (the report's ``compression_ratio``);
+    ``lossy_method``: :data:`LOSSY_METHOD`; ``description``: Derivation Description text
+    with the codec id, quality, weights hash and ratio.
+    """
+    from medgpu import __version__
+
+    original = math.prod(header.shape) * np.dtype(header.dtype).itemsize
+    ratio = original / stream_bytes if stream_bytes > 0 else 1.0
+    description = (f"Lossy compressed by medgpu {__version__}: codec {header.codec_id}, quality {header.quality}, "
+                   f"weights sha256 {header.weights_hash.hex()[:16]}, compression ratio {ratio:.4g}:1")
+    return {"lossy_ratio": ratio, "lossy_method": LOSSY_METHOD, "description": description}
+
+
+def _code_item(value: str, meaning: str) -> dict[str, Any]:
+    return {"00080100": {"vr": "SH", "Value": [value]}, "00080102": {"vr": "SH", "Value": ["DCM"]},
+            "00080104": {"vr": "LO", "Value": [meaning]}}
+
+
+def _items(element: Any) -> list[Any]:
+    return list(element.get("Value") or []) if isinstance(element, Mapping) else []
+
+
+def _derived_volume(volume: Volume, description: str) -> Volume:
+    """``volume`` whose DICOM instances say they are lossy-compressed derivatives of the source.
+
+    Per PS3.3 C.7.6.1.1.5: Image Type value 1 DERIVED; Derivation Description (appended to any
+    existing one); Derivation Code Sequence + (DCM 113040 "Lossy Compression"); Source Image
+    Sequence + the source instance (purpose DCM 121320 "Uncompressed predecessor"). A volume
+    without a DICOM header (Secondary Capture output) is returned unchanged.
+    """
+    dicom = volume.header.get("dicom")
+    if not isinstance(dicom, dict) or not isinstance(dicom.get("instances"), list):
+        return volume
+    from medgpu.io import instance_json
+
+    instances = []
+    for i in range(len(dicom["instances"])):
+        ds = instance_json(volume.header, i)
+        image_type = [str(v) for v in _items(ds.get("00080008"))]
+        if image_type:
+            ds["00080008"] = {"vr": "CS", "Value": ["DERIVED", *image_type[1:]]}
+        previous = [str(v) for v in _items(ds.get("00082111")) if v]
+        ds["00082111"] = {"vr": "ST", "Value": ["; ".join([*previous, description])[-1024:]]}
+        codes = _items(ds.get("00089215"))
+        ds["00089215"] = {"vr": "SQ", "Value": [*codes, _code_item("113040", "Lossy Compression")]}
+        sop_class, sop_uid = _items(ds.get("00080016")), _items(ds.get("00080018"))
+        if sop_class and sop_uid:
+            source = {"00081150": {"vr": "UI", "Value": [sop_class[0]]},
+                      "00081155": {"vr": "UI", "Value": [sop_uid[0]]},
+                      "0040A170": {"vr": "SQ", "Value": [_code_item("121320", "Uncompressed predecessor")]}}
+            ds["00082112"] = {"vr": "SQ", "Value": [*_items(ds.get("00082112")), source]}
+        instances.append(ds)
+    header = {**volume.header, "dicom": {**dicom, "shared": {}, "instances": instances}}
+    return Volume(volume.array, volume.affine, volume.spacing, volume.source_format, header, volume.path)
+
+
+def _write_dicom(volume: Volume, target: Path, header: StreamHeader, stream_bytes: int, overwrite: bool) -> list[Path]:
+    """Write the decoded ``volume`` as a new, lossy-labelled DICOM series into ``target``.
+
+    Atomic: with ``overwrite`` an existing series folder is swapped out only once the new one
+    is complete.
+    """
+    import shutil
+    import uuid
+
+    from medgpu.io import save_dicom
+
+    label = dicom_derivation(header, stream_bytes)
+    derived = _derived_volume(volume, label.pop("description"))
+    replace = target.is_dir() and any(target.iterdir())
+    dest = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.new") if replace else target
+    try:
+        files = save_dicom(derived, dest, **label)
+    except FileExistsError as exc:
+        raise OutputError(str(exc)) from None
+    except ValueError as exc:
+        raise OptionError(f"cannot write this volume as DICOM: {exc}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if replace:
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        try:
+            os.replace(target, old)
+            os.replace(dest, target)
+        except OSError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise OutputError(f"cannot replace {target}: {exc.strerror or exc}") from None
+        shutil.rmtree(old, ignore_errors=True)
+        files = [target / f.name for f in files]
+    return files
+
+
 def decompress(
     src: PathLike,
     out: PathLike | None = None,
     *,
+    to: str | None = None,
     device: str = "auto",
     progress: Progress | None = None,
     overwrite: bool = False,
     codec: VolumeCodec | None = None,
 ) -> Volume:
-    """Decode a ``.mgpu`` stream to a :class:`Volume`; also write NIfTI when ``out`` is given.
+    """Decode a ``.mgpu`` stream to a :class:`Volume`; also write it when ``out`` is given.
+
+    ``to`` picks the output: ``"nifti"`` (``out`` ends with .nii/.nii.gz) or ``"dicom"``
+    (``out`` is a folder, created; it must not exist or be empty -- with ``overwrite`` a
+    folder holding only .dcm files is replaced). Default: NIfTI, whatever the source, unless
+    ``out`` is an existing folder or ends with a path separator. DICOM output is a new series
+    (new Series/SOP Instance UIDs) with the source's patient, study, frame of reference,
+    geometry, Bits and Pixel Representation (a NIfTI source becomes Secondary Capture), marked
+    lossy: Lossy Image Compression "01", Ratio = original voxel bytes / stream bytes, Method
+    "MEDGPU" (:data:`LOSSY_METHOD`), Image Type DERIVED, Derivation Description with codec id,
+    quality and weights hash (:func:`dicom_derivation`). The returned volume's ``path`` is
+    the file or folder written.
 
     Every packet's CRC is checked before the codec is loaded; a stream coded with other
     weights is refused (:class:`~medgpu.errors.WeightsMismatchError`).
     """
+    fmt = _output_format(to, out)
     target = Path(out) if out is not None else None
     if target is not None:
-        if not target.name.lower().endswith(_NIFTI_SUFFIXES):
-            raise OptionError(f"output must end with .nii or .nii.gz, got {target.name}")
-        _check_outputs([target], overwrite)
+        if fmt == "nifti":
+            _check_outputs([target], overwrite)
+        else:
+            _check_dicom_dir(target, overwrite)
     with ContainerReader(src) as reader:
         array = _decode_all(reader, codec, resolve_device(device), progress, "decoding")
-        header = reader.header
+        header, size = reader.header, reader.size
     volume = _volume_from(header, array)
-    if target is not None:
+    if target is None:
+        return volume
+    if fmt == "dicom":
+        _write_dicom(volume, target, header, size, overwrite)
+    else:
         from medgpu.io import save_volume
 
         try:
             save_volume(volume, target, fmt="nifti")
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-        volume.path = str(target)
+    volume.path = str(target)
     return volume
 
 

@@ -171,18 +171,29 @@ def compress(
 @app.command()
 def decompress(
     src: Annotated[Path, typer.Argument(metavar="IN.mgpu", help="Stream written by `medgpu compress`.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="OUT.nii.gz", help="Output NIfTI (default: IN with .nii.gz).", show_default=False)] = None,
+    out: Annotated[Optional[str], typer.Option("--output", "-o", metavar="OUT", help="Output NIfTI file (.nii/.nii.gz), or folder for --to dicom (default: IN with .nii.gz, or IN_dicom/).", show_default=False)] = None,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="nifti|dicom", help="Output format (default: nifti, or dicom when OUT is a folder).", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file (or a folder holding only .dcm files).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """Decode a .mgpu stream to NIfTI (same shape, affine, codes, dtype and header fields)."""
+    """Decode a .mgpu stream to NIfTI, or with --to dicom to a new DICOM series (lossy attributes set)."""
     from medgpu import api
+    from medgpu.errors import OptionError
 
-    target = api.default_nifti_path(src) if out is None else out
+    if to is not None and to.strip().lower() not in api.OUTPUT_FORMATS:
+        raise OptionError(f"--to must be nifti or dicom, got {to!r}")
+    if out is None:
+        dicom = to is not None and to.strip().lower() == "dicom"
+        out = str(api.default_dicom_dir(src) if dicom else api.default_nifti_path(src))
     with _progress(not no_progress) as progress:
-        api.decompress(src, target, device=device, progress=progress, overwrite=force)
-    typer.echo(f"wrote {target}")
+        volume = api.decompress(src, out, to=to, device=device, progress=progress, overwrite=force)
+    target = Path(volume.path)
+    if target.is_dir():
+        count = sum(1 for p in target.iterdir() if p.name.lower().endswith(".dcm"))
+        typer.echo(f"wrote {count} DICOM file{'s' if count != 1 else ''} to {target}")
+    else:
+        typer.echo(f"wrote {target}")
 
 
 @app.command()

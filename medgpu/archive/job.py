@@ -466,8 +466,9 @@ def restore(
     """Decode the archived series of ``archive_dir`` to ``out`` (NIfTI or DICOM) or to a PACS.
 
     * ``to="nifti"``: ``OUT/<name>.nii.gz``; ``to="dicom"``: a new series in ``OUT/<name>/``
-      with Lossy Image Compression "01", the ratio from the stream's report and method
-      "MEDGPU"; ``pacs``: that DICOM series is sent with C-STORE (``out`` unused).
+      written by :func:`medgpu.api.decompress` (Lossy Image Compression "01", ratio =
+      original bytes / stream bytes, method "MEDGPU", Image Type DERIVED); ``pacs``: that
+      DICOM series is sent with C-STORE (``out`` unused).
     * ``series`` selects by key (``dicom:<SeriesUID>``, ``file:<path>``), UID/path, or stream name.
     * Existing outputs are left alone (reported) unless ``overwrite``. Outputs are atomic.
     * ``codec`` defaults to the one the archive was written with.
@@ -476,8 +477,6 @@ def restore(
     does not stop the others.
     """
     from medgpu import api
-    from medgpu.bitstream.sidecar import read_sidecar, sidecar_path
-    from medgpu.io import save_dicom
 
     root = Path(archive_dir)
     if to not in ("nifti", "dicom"):
@@ -519,12 +518,7 @@ def restore(
                 finally:
                     with contextlib.suppress(OSError):
                         tmp.unlink()
-            else:
-                report = {}
-                with contextlib.suppress(MedgpuError):
-                    report = read_sidecar(sidecar_path(stream)).get("report") or {}
-                ratio = report.get("compression_ratio") or row.get("ratio")
-                volume = api.decompress(stream, device=resolved, codec=loaded)
+            else:  # api.decompress labels the series lossy (ratio, method, derivation) for both
                 if pacs is None:
                     target = target_root / stem  # type: ignore[operator]
                     entry["output"] = str(target)
@@ -532,14 +526,15 @@ def restore(
                         result["exists"].append(entry)
                         counts["skipped"] += 1
                         continue
-                    if target.exists():
-                        shutil.rmtree(target)
-                    files = save_dicom(volume, target, lossy_ratio=ratio)
+                    api.decompress(stream, target, to="dicom", device=resolved, codec=loaded, overwrite=overwrite)
+                    files = sorted(target.glob("*.dcm"))
                 else:
                     import tempfile
 
                     with tempfile.TemporaryDirectory(prefix="medgpu-restore-") as tmpdir:
-                        files = save_dicom(volume, Path(tmpdir) / "series", lossy_ratio=ratio)
+                        series_dir = Path(tmpdir) / "series"
+                        api.decompress(stream, series_dir, to="dicom", device=resolved, codec=loaded)
+                        files = sorted(series_dir.glob("*.dcm"))
                         entry["series_uid"] = _series_uid(files[0])
                         entry["stored"] = store(pacs, files)
                         entry["output"] = f"pacs://{pacs.host}:{pacs.port}"
