@@ -279,6 +279,19 @@ def timing_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _section_with_results(lines: list[str], title: str, result: Mapping[str, Any] | None) -> bool:
+    """Append section ``title`` to ``lines``; True if ``result`` holds measurements for the caller
+    to tabulate, else the section gets a one-line note (not measured, or the error)."""
+    lines += ["", title, ""]
+    if not result:
+        lines.append("Not measured in this run.")
+    elif "error" in result:
+        lines.append(f"Failed: `{_one_line(result['error'])}`")
+    else:
+        return True
+    return False
+
+
 def render_markdown(
     rows: Sequence[Mapping[str, Any]], bd: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
     doc_path: Path, plot_path: Path | None, csv_path: Path,
@@ -325,12 +338,7 @@ def render_markdown(
     L += ["", "### Timing (wall clock, this machine)", ""]
     L += timing_table(rows)
     sp = meta.get("decode_speed")
-    L += ["", "### Decode speed on 256x256 slices", ""]
-    if not sp:
-        L.append("Not measured in this run.")
-    elif "error" in sp:
-        L.append(f"Failed: `{_one_line(sp['error'])}`")
-    else:
+    if _section_with_results(L, "### Decode speed on 256x256 slices", sp):
         L += [f"Volume: {sp['volume']}, shape {sp['shape']}, {sp['slices']} slices.", "",
               "| codec | setting | bpv | encode slices/s | decode slices/s |", "|---|---|---|---|---|"]
         for k, v in sp.items():
@@ -340,12 +348,7 @@ def render_markdown(
                 L.append(f"| {k} | {setting} | {v['bits_per_voxel']:.3f} | {v['encode_slices_per_s']:.1f} | "
                          f"{v['decode_slices_per_s']:.1f}{extra} |")
     mem = meta.get("peak_memory")
-    L += ["", "### Peak memory (RSS) for the 512x512x48 CT", ""]
-    if not mem:
-        L.append("Not measured in this run.")
-    elif "error" in mem:
-        L.append(f"Failed: `{_one_line(mem['error'])}`")
-    else:
+    if _section_with_results(L, "### Peak memory (RSS) for the 512x512x48 CT", mem):
         L += [f"`{mem['volume']}`, quality {mem['quality']}, device `{mem['device']}`; peak RSS of a fresh Python "
               "process (`ru_maxrss`), which includes the interpreter, torch and the model weights.", "",
               "| operation | RSS after imports [MiB] | peak RSS [MiB] | seconds |", "|---|---|---|---|"]

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 pydicom = pytest.importorskip("pydicom")
+from dicom_support import write_enhanced_mr  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
@@ -75,35 +76,6 @@ def _ct_series(folder: Path, n: int = 40) -> None:
         ds.SliceLocation = f"{k * step:.2f}"
         ds.PixelData = (base.pixel_array + 5 * k).astype(np.int16).tobytes()
         ds.save_as(folder / names[k], enforce_file_format=True)
-
-
-def _enhanced_mr(path: Path, n: int = 6) -> None:
-    """An Enhanced MR multi-frame file built from MR_small.dcm, frames stored top to bottom."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    base = pydicom.dcmread(_sample("MR_small.dcm"))
-    ds = copy.deepcopy(base)
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness"):
-        delattr(ds, kw)
-    ds.NumberOfFrames = n
-    shared, orient, measures = Dataset(), Dataset(), Dataset()
-    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.4], 1.5
-    shared.PlaneOrientationSequence = Sequence([orient])
-    shared.PixelMeasuresSequence = Sequence([measures])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    per_frame = []
-    for f in range(n):
-        item, plane = Dataset(), Dataset()
-        plane.ImagePositionPatient = [10.0, 20.0, 30.0 - 1.5 * f]
-        item.PlanePositionSequence = Sequence([plane])
-        per_frame.append(item)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.PixelData = np.stack([(base.pixel_array + 50 * f).astype(np.int16) for f in range(n)]).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _read_all(folder: Path) -> list:
@@ -221,7 +193,7 @@ def test_default_output_stays_nifti_for_dicom_sources(ct, tmp_path):
 def test_multiframe_round_trip(tmp_path, codec, source):
     if source == "enhanced":
         path = tmp_path / "emr.dcm"
-        _enhanced_mr(path)
+        write_enhanced_mr(path, _sample("MR_small.dcm"), frame_step=50, rescale=None)
     else:
         path = Path(_sample(source))
     stream, out = tmp_path / "mf.mgpu", tmp_path / "out"

@@ -7,7 +7,7 @@ image's meta in ``{key}_meta_dict`` (as ``LoadImaged(image_only=False)`` does), 
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +38,32 @@ __all__ = [
 DEFAULT_POST_FIX = PostFix.meta()
 
 
-def _meta_key(key: Hashable, meta_key: Hashable | None, postfix: str | None) -> Hashable | None:
-    if meta_key is None and postfix is not None:
-        return f"{key}_{postfix}"
-    return meta_key
+class _MetaKeyedTransform(MapTransform):
+    """A ``MapTransform`` whose keys each have a meta dict: ``meta_keys``, else
+    ``{key}_{meta_key_postfix}`` (none when both are None)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        meta_keys: KeysCollection | None,
+        meta_key_postfix: str | None,
+        allow_missing_keys: bool,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.meta_keys = ensure_tuple_rep(meta_keys, len(self.keys))
+        self.meta_key_postfix = ensure_tuple_rep(meta_key_postfix, len(self.keys))
+
+    def _meta_items(self, d: Mapping[Hashable, Any]) -> Iterator[tuple[Hashable, Hashable | None, Any]]:
+        """``(key, meta_key, meta)`` for each key in ``d`` (as ``key_iterator``); ``meta_key``
+        None when the key has no meta dict, ``meta`` None when ``d`` lacks it. Read lazily, so
+        changes to ``d`` between items are seen."""
+        for key, meta_key, postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
+            if meta_key is None and postfix is not None:
+                meta_key = f"{key}_{postfix}"
+            yield key, meta_key, (d.get(meta_key) if meta_key is not None else None)
 
 
-class CompressToMgpud(MapTransform):
+class CompressToMgpud(_MetaKeyedTransform):
     """Dictionary-based :class:`~medgpu.transforms.array.CompressToMgpu`.
 
     Args:
@@ -75,19 +94,15 @@ class CompressToMgpud(MapTransform):
         report_key_postfix: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, meta_keys, meta_key_postfix, allow_missing_keys)
         self.compressor = CompressToMgpu(out_dir, out_path, quality, gop, slice_axis, channel_dim, device, codec,
                                          overwrite)
-        self.meta_keys = ensure_tuple_rep(meta_keys, len(self.keys))
-        self.meta_key_postfix = ensure_tuple_rep(meta_key_postfix, len(self.keys))
         self.report_key_postfix = report_key_postfix
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key, meta_key, postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
-            meta_key = _meta_key(key, meta_key, postfix)
+        for key, meta_key, meta in self._meta_items(d):
             img = d[key]
-            meta = d.get(meta_key) if meta_key is not None else None
             d[key] = self.compressor(img, meta_data=meta, key=str(key))
             if meta_key is not None and hasattr(img, "meta") and meta_key not in d:
                 d[meta_key] = dict(img.meta)
@@ -96,7 +111,7 @@ class CompressToMgpud(MapTransform):
         return d
 
 
-class DecompressMgpud(MapTransform):
+class DecompressMgpud(_MetaKeyedTransform):
     """Dictionary-based :class:`~medgpu.transforms.array.DecompressMgpu`.
 
     Meta entries of ``{key}_meta_dict`` (left by :class:`CompressToMgpud`) that the decoded
@@ -123,18 +138,14 @@ class DecompressMgpud(MapTransform):
         keep_meta_dict: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, meta_keys, meta_key_postfix, allow_missing_keys)
         self.decompressor = DecompressMgpu(slice_range, ensure_channel_first, dtype, device, codec)
-        self.meta_keys = ensure_tuple_rep(meta_keys, len(self.keys))
-        self.meta_key_postfix = ensure_tuple_rep(meta_key_postfix, len(self.keys))
         self.keep_meta_dict = keep_meta_dict
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key, meta_key, postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
-            meta_key = _meta_key(key, meta_key, postfix)
+        for key, meta_key, carried in self._meta_items(d):
             img = self.decompressor(d[key])
-            carried = d.get(meta_key) if meta_key is not None else None
             if isinstance(carried, Mapping):
                 for k, v in carried.items():
                     img.meta.setdefault(k, v)
@@ -144,7 +155,7 @@ class DecompressMgpud(MapTransform):
         return d
 
 
-class MgpuRoundTripd(MapTransform):
+class MgpuRoundTripd(_MetaKeyedTransform):
     """Dictionary-based :class:`~medgpu.transforms.array.MgpuRoundTrip`.
 
     Args:
@@ -167,16 +178,12 @@ class MgpuRoundTripd(MapTransform):
         meta_key_postfix: str | None = DEFAULT_POST_FIX,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, meta_keys, meta_key_postfix, allow_missing_keys)
         self.round_trip = MgpuRoundTrip(quality, gop, slice_axis, channel_dim, device, codec)
-        self.meta_keys = ensure_tuple_rep(meta_keys, len(self.keys))
-        self.meta_key_postfix = ensure_tuple_rep(meta_key_postfix, len(self.keys))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key, meta_key, postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
-            meta_key = _meta_key(key, meta_key, postfix)
-            meta = d.get(meta_key) if meta_key is not None else None
+        for key, _, meta in self._meta_items(d):
             affine = None if hasattr(d[key], "meta") or not isinstance(meta, Mapping) else meta.get("affine")
             d[key] = self.round_trip(d[key], affine=affine)
         return d

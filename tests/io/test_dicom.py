@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
+from dicom_support import write_enhanced_mr  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
@@ -73,41 +74,6 @@ def _ct_series(folder: Path, n: int = 40, *, reverse_numbers: bool = False, seed
     lps[:3, 0], lps[:3, 1] = row * ps[1], col * ps[0]
     lps[:3, 2], lps[:3, 3] = normal * step, origin
     return {"slices": slices, "affine": LPS_TO_RAS @ lps, "base": base, "series": series}
-
-
-def _enhanced_mr(path: Path, n: int = 6) -> dict:
-    """An Enhanced MR multi-frame file from MR_small.dcm, frames stored from top to bottom."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    base = pydicom.dcmread(_sample("MR_small.dcm"))
-    ds = copy.deepcopy(base)
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness"):
-        delattr(ds, kw)
-    ds.NumberOfFrames = n
-    shared = Dataset()
-    orient, measures, transform = Dataset(), Dataset(), Dataset()
-    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    measures.PixelSpacing = [0.5, 0.4]
-    measures.SliceThickness = 1.5
-    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 2, -10, "US"
-    shared.PlaneOrientationSequence = Sequence([orient])
-    shared.PixelMeasuresSequence = Sequence([measures])
-    shared.PixelValueTransformationSequence = Sequence([transform])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
-    per_frame, frames = [], []
-    for f in range(n):
-        item, plane = Dataset(), Dataset()
-        plane.ImagePositionPatient = [10.0, 20.0, 30.0 - 1.5 * f]  # stored top to bottom
-        item.PlanePositionSequence = Sequence([plane])
-        per_frame.append(item)
-        frames.append((base.pixel_array + 100 * f).astype(np.int16))
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.PixelData = np.stack(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return {"frames": frames}
 
 
 def _sitk_affine(image) -> np.ndarray:
@@ -217,7 +183,7 @@ def test_single_file_and_rle() -> None:
 
 
 def test_enhanced_multiframe_sorted_and_written_back(tmp_path: Path) -> None:
-    src = _enhanced_mr(tmp_path / "emr.dcm")
+    src = write_enhanced_mr(tmp_path / "emr.dcm", _sample("MR_small.dcm"))
     vol = load_volume(tmp_path / "emr.dcm")
     assert vol.shape == (64, 64, 6) and vol.header["dicom"]["geometry"] == "regular"
     for k in range(6):  # ascending along the normal: the last stored frame first
