@@ -151,8 +151,11 @@ def load_medgpu(device: str = "cpu", weights: str | None = None, random_weights:
 def run_medgpu(
     api: MedgpuApi, name: str, src: str | os.PathLike[str] | Volume, original: np.ndarray, axis: int,
     qualities: Sequence[int], gop: int, device: str, work: Path, *, on_point: OnPoint | None = None,
+    label: str = "medgpu",
 ) -> list[dict[str, Any]]:  # fmt: skip
     """medgpu points: real .mgpu bytes, PSNR and decode time measured here.
+
+    ``label`` names the codec in the rows (e.g. ``medgpu-intra`` for a GoP of 1).
 
     ``src`` (file or Volume) must hold exactly the voxels of ``original``. Encode time is
     the report's ``encode_seconds`` (coding + writing the stream);
@@ -165,7 +168,7 @@ def run_medgpu(
     rows = []
     nf = num_frames(original.shape, axis)
     for q in qualities:
-        mg = Path(work) / f"{name}_q{q}.mgpu"
+        mg = Path(work) / f"{name}_{label}_q{q}.mgpu"
         notes = []
         try:
             t0 = time.perf_counter()
@@ -187,7 +190,7 @@ def run_medgpu(
             if dec.dtype != original.dtype:
                 notes.append(f"decoded dtype {dec.dtype} != {original.dtype}")
             row = result_row(
-                name, "medgpu", original, axis, param_name="quality", param=int(q), bytes=nbytes,
+                name, label, original, axis, param_name="quality", param=int(q), bytes=nbytes,
                 bits_per_voxel=bits_per_voxel(nbytes, original.size), psnr=p, encode_s_per_slice=t_enc / nf,
                 decode_s_per_slice=t_dec / nf, compress_call_s_per_slice=t_call / nf,
                 report_bits_per_voxel=float(report.get("bits_per_voxel", float("nan"))), report_psnr=rep_psnr,
@@ -195,7 +198,7 @@ def run_medgpu(
             )  # fmt: skip
         except Exception as exc:  # one failing point must not end a long run
             log.debug("medgpu q=%s failed on %s", q, name, exc_info=True)
-            row = result_row(name, "medgpu", original, axis, param_name="quality", param=int(q),
+            row = result_row(name, label, original, axis, param_name="quality", param=int(q),
                              notes=f"ERROR {exc!r}")
         finally:
             for f in (mg, Path(str(mg) + ".json")):
@@ -285,9 +288,14 @@ def rd_points(rows: Sequence[Mapping[str, Any]], volume: str, codec: str) -> tup
 
 
 def default_pairs(codecs: Sequence[str]) -> list[tuple[str, str]]:
-    """BD pairs ``(test, reference)``: medgpu against every other codec, else all against the first."""
-    if "medgpu" in codecs:
-        return [("medgpu", c) for c in codecs if c != "medgpu"]
+    """BD pairs ``(test, reference)``: each medgpu variant against every classical codec
+    (and the GoP-30 codec against the intra-only one), else all against the first."""
+    ours = [c for c in codecs if c.startswith("medgpu")]
+    if ours:
+        pairs = [(m, c) for m in ours for c in codecs if not c.startswith("medgpu")]
+        if "medgpu" in ours and "medgpu-intra" in ours:
+            pairs.append(("medgpu", "medgpu-intra"))
+        return pairs
     return [(c, codecs[0]) for c in codecs[1:]]
 
 

@@ -395,6 +395,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--doc", type=Path, default=None, help="markdown file (default docs/evaluation.md; quick: <out-dir>/evaluation.md)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gop", type=int, default=30)
+    ap.add_argument("--intra-also", action="store_true",
+                    help="also run medgpu with a GoP of 1 (every slice an I-frame), labelled medgpu-intra")
     ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
                     help="measure decode slices/s on 256x256 slices (default: on unless --quick)")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
@@ -467,10 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if api is not None:
                 rows += run_medgpu(api, name, src, sub, axis, qualities, args.gop, args.device, work,
                                    on_point=print_point)
+                if args.intra_also:
+                    rows += run_medgpu(api, name, src, sub, axis, qualities, 1, args.device, work,
+                                       on_point=print_point, label="medgpu-intra")
             for c in classical:
                 rows += run_baseline(c, name, sub, axis, baselines.sweep(c), on_point=print_point)
 
-        bd = bd_table(rows, default_pairs(codecs_run))
+        bd = bd_table(rows, default_pairs(list(dict.fromkeys(r["codec"] for r in rows))))
 
         ct = args.data_dir / CT_NAME
         speed = memory = None

@@ -112,6 +112,8 @@ class ContextualDecoder(nn.Module):
         self.f1 = conv(2 * FEAT, FEAT)
         self.gen = nn.Sequential(ResBlock(FEAT), ResBlock(FEAT))
         self.out = conv(FEAT, 1)
+        nn.init.zeros_(self.out.weight)  # start as "copy the warped reference"
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, y_hat, c1, c2, c3, base):
         f = self.u2(self.u1(self.head(y_hat)))
@@ -134,6 +136,8 @@ class MotionDecoder(nn.Module):
     def __init__(self, mm: int) -> None:
         super().__init__()
         self.net = nn.Sequential(conv(mm, 48), Up(48, 32), Up(32, 24), Up(24, 16), Up(16, 16), conv(16, 2))
+        nn.init.zeros_(self.net[-1].weight)  # start with zero motion
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, m_hat):
         return self.net(m_hat)
