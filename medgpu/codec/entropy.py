@@ -19,6 +19,7 @@ from medgpu.codec.quant import ste_round
 TABLE_PRECISION = 16  # frequencies sum to 2**16
 MAX_SUPPORT = 1024  # symbols are clipped to [-MAX_SUPPORT, MAX_SUPPORT]
 LIKELIHOOD_FLOOR = 1e-9
+FLAG_INDEX = 10  # scale index whose table codes binary flags (sigma ~0.34: a 0 costs ~0.2 bits)
 
 
 def scale_values(num_scales: int, smin: float, smax: float) -> np.ndarray:
@@ -145,5 +146,36 @@ class SymbolCoder:
             out[pick] = np.asarray(vals, dtype=np.float64) - self.half[k]
         return torch.from_numpy(out.reshape(tuple(idx.shape))).to(idx.device)
 
+    def encode_flag(self, bit: int) -> None:
+        """Encode one binary decision (e.g. the coding mode of a frame)."""
+        self.encode(torch.tensor([float(bit)]), torch.tensor([FLAG_INDEX]))
+
+    def decode_flag(self) -> int:
+        """Decode one binary decision written by :meth:`encode_flag`."""
+        value = int(self.decode(torch.tensor([FLAG_INDEX]))[0])
+        if value not in (0, 1):
+            raise ValueError(f"corrupt stream: coding-mode flag {value}")
+        return value
+
     def to_bytes(self) -> bytes:
         return self.enc.get_compressed().tobytes()
+
+
+class SymbolRecorder:
+    """Stands in for a :class:`SymbolCoder` during a trial encode: measures the real size of
+    what was coded and can replay the same calls into another coder."""
+
+    def __init__(self, trial: SymbolCoder) -> None:
+        self.trial = trial
+        self.calls: list[tuple] = []
+
+    def encode(self, sym: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.calls.append((sym, idx, mask))
+        self.trial.encode(sym, idx, mask)
+
+    def num_bytes(self) -> int:
+        return len(self.trial.to_bytes())
+
+    def replay(self, coder: SymbolCoder) -> None:
+        for call in self.calls:
+            coder.encode(*call)

@@ -7,9 +7,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgpu.codec.entropy import SymbolCoder
+from medgpu.codec.entropy import SymbolCoder, SymbolRecorder
 from medgpu.codec.inter import InterCodec
 from medgpu.codec.intra import IntraCodec
+from medgpu.codec.quality import lam
+
+P_FRAME, I_FRAME = 0, 1
 
 
 def padded_size(h: int, w: int, stride: int) -> tuple[int, int]:
@@ -47,12 +50,18 @@ class GopCoder:
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor, quality: int, on_frame: Callable[[int], None] | None = None,
-               inter: InterCodec | None = None) -> tuple[bytes, torch.Tensor]:
+               inter: InterCodec | None = None, mode: str = "auto") -> tuple[bytes, torch.Tensor]:
         """Encode [T,1,H,W] frames in [0,1]; returns (payload, decoder-side reconstruction).
 
-        ``inter`` may be an encoder-adapted copy of the P-frame codec: its decoder-side
-        modules are the stock ones, so the stream decodes with the stock networks.
+        Frame 0 is an I-frame. Each later frame carries a coded mode flag: with
+        ``mode="auto"`` the encoder codes it both as a P-frame and as an I-frame and keeps
+        the one with the lower rate-distortion cost (real bytes, lambda of ``quality``);
+        ``mode="p"`` forces P-frames (the paper's IPPP setting). ``inter`` may be an
+        encoder-adapted copy of the P-frame codec: its decoder-side modules are the stock
+        ones, so the stream decodes with the stock networks.
         """
+        if mode not in ("auto", "p"):
+            raise ValueError("mode must be 'auto' or 'p'")
         inter = inter or self.inter
         device = self._device()
         t, _, h, w = frames.shape
@@ -65,11 +74,28 @@ class GopCoder:
         if on_frame:
             on_frame(0)
         for i in range(1, t):
-            ref = inter.compress(x[i : i + 1], ref, quality, coder)
+            cur = x[i : i + 1]
+            p_rec = SymbolRecorder(self._coder())
+            p_ref = inter.compress(cur, ref, quality, p_rec)
+            choice, chosen, rec = P_FRAME, p_ref, p_rec
+            if mode == "auto":
+                i_rec = SymbolRecorder(self._coder())
+                xi, yi = self.intra.compress(cur, quality, i_rec)
+                if self._cost(i_rec, xi, cur, h, w, quality) < self._cost(p_rec, p_ref.frame, cur, h, w, quality):
+                    choice, chosen, rec = I_FRAME, inter.reference_from_intra(xi, yi), i_rec
+            coder.encode_flag(choice)
+            rec.replay(coder)
+            ref = chosen
             recon[i] = ref.frame[0, :, :h, :w].cpu()
             if on_frame:
                 on_frame(i)
         return coder.to_bytes(), recon
+
+    @staticmethod
+    def _cost(rec: SymbolRecorder, frame: torch.Tensor, target: torch.Tensor, h: int, w: int, quality: int) -> float:
+        """lambda * MSE + bits per pixel of a trial encode (on the unpadded frame)."""
+        mse = float(((frame[..., :h, :w] - target[..., :h, :w]) ** 2).mean())
+        return lam(quality) * mse + 8.0 * rec.num_bytes() / (h * w)
 
     @torch.no_grad()
     def decode(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,
@@ -87,7 +113,11 @@ class GopCoder:
         if on_frame:
             on_frame(0)
         for i in range(1, num_frames):
-            ref = self.inter.decompress(coder, ref, quality)
+            if coder.decode_flag() == I_FRAME:
+                xi, yi = self.intra.decompress(coder, (ph, pw), quality, device)
+                ref = self.inter.reference_from_intra(xi, yi)
+            else:
+                ref = self.inter.decompress(coder, ref, quality)
             out[i] = ref.frame[0, :, :height, :width].cpu()
             if on_frame:
                 on_frame(i)

@@ -69,13 +69,16 @@ class VolumeCodec:
         return next(self.intra.parameters()).device
 
     def encode_gop(self, frames: torch.Tensor, quality: int, on_frame: Callable[[int], None] | None = None,
-                   inter: InterCodec | None = None) -> bytes:
-        """Encode [T,1,H,W] frames in [0,1] at ``quality`` (0..63) to a GoP payload."""
-        return self.gop.encode(frames, quality, on_frame, inter)[0]
+                   inter: InterCodec | None = None, mode: str = "auto") -> bytes:
+        """Encode [T,1,H,W] frames in [0,1] at ``quality`` (0..63) to a GoP payload.
 
-    def encode_gop_with_recon(self, frames: torch.Tensor, quality: int, on_frame=None, inter=None):
+        ``mode="auto"`` picks I or P per frame by rate-distortion cost; ``"p"`` forces P-frames.
+        """
+        return self.gop.encode(frames, quality, on_frame, inter, mode)[0]
+
+    def encode_gop_with_recon(self, frames: torch.Tensor, quality: int, on_frame=None, inter=None, mode="auto"):
         """As :meth:`encode_gop`, also returning the decoder's reconstruction."""
-        return self.gop.encode(frames, quality, on_frame, inter)
+        return self.gop.encode(frames, quality, on_frame, inter, mode)
 
     def decode_gop(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,
                    on_frame: Callable[[int], None] | None = None) -> torch.Tensor:

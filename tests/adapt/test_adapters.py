@@ -53,9 +53,10 @@ def test_adapters_only_touch_the_encoder_and_are_small(codec):
 
 def test_zero_steps_give_a_byte_identical_stream(codec):
     x = frames()
-    plain = codec.encode_gop(x, 40)
-    model, report = update_gop(codec.intra, codec.inter, x, 40, AdaptConfig(steps=0))
-    assert codec.encode_gop(x, 40, inter=model) == plain
+    for mode in ("p", "auto"):
+        plain = codec.encode_gop(x, 40, mode=mode)
+        model, report = update_gop(codec.intra, codec.inter, x, 40, AdaptConfig(steps=0))
+        assert codec.encode_gop(x, 40, inter=model, mode=mode) == plain
     assert report["epochs"] == 0
 
 
@@ -64,8 +65,8 @@ def test_adapted_stream_decodes_with_the_stock_decoder(codec):
     model, report = update_gop(codec.intra, codec.inter, x, 40, AdaptConfig(steps=2, patch=64, lr=3e-3))
     assert report["patches"] == 2
     assert any(float(p.abs().sum()) > 0 for n, p in model.named_parameters() if "adapter.zero" in n)
-    payload, recon = codec.encode_gop_with_recon(x, 40, inter=model)
-    assert payload != codec.encode_gop(x, 40)
+    payload, recon = codec.encode_gop_with_recon(x, 40, inter=model, mode="p")
+    assert payload != codec.encode_gop(x, 40, mode="p")
     fresh = load_codec()  # stock weights, no adapters anywhere
     assert torch.equal(fresh.decode_gop(payload, 4, 64, 128, 40), recon)
 

@@ -9,6 +9,7 @@ import torch
 from medgpu.codec import load_codec
 from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.gop import pad_frames, padded_size
+from medgpu.codec.quality import lam as quality_lambda
 
 
 def phantom(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -130,3 +131,34 @@ def test_decode_in_another_process_with_one_thread(codec, tmp_path):
     # symbols are identical by construction; the float reconstruction may differ by rounding only
     assert there.shape == here.shape
     assert float((there - here).abs().max()) < 1e-4
+
+
+def test_mode_decision_codes_a_cut_as_an_i_frame(codec):
+    a = phantom(3, 64, 64, seed=4)
+    b = torch.flip(phantom(3, 64, 64, seed=5), dims=[-1]) * 0.5 + 0.3  # unrelated content after a cut
+    x = torch.cat((a, b))
+    out = {}
+    for mode in ("p", "auto"):
+        payload, recon = codec.encode_gop_with_recon(x, 40, mode=mode)
+        assert torch.equal(codec.decode_gop(payload, 6, 64, 64, 40), recon)
+        out[mode] = (len(payload), float(((recon - x) ** 2).mean()))
+    lam = quality_lambda(40)  # the auto encoder minimises lambda * MSE + rate per frame
+    bits = {m: 8 * n / x[0].numel() / 6 for m, (n, _) in out.items()}
+    cost = {m: lam * e + bits[m] for m, (_, e) in out.items()}
+    assert cost["auto"] <= cost["p"] * 1.02
+
+
+def test_forced_p_mode_is_rejected_when_unknown(codec):
+    with pytest.raises(ValueError):
+        codec.encode_gop(phantom(2, 16, 16), 10, mode="b")
+
+
+def test_corrupt_mode_flag_is_detected(codec):
+    from medgpu.codec.entropy import FLAG_INDEX
+
+    g = codec.intra.latent.gaussian
+    enc = SymbolCoder(g.models(), g.half_width.numpy())
+    enc.encode(torch.tensor([3.0]), torch.tensor([FLAG_INDEX]))
+    dec = SymbolCoder(g.models(), g.half_width.numpy(), enc.to_bytes())
+    with pytest.raises(ValueError, match="flag"):
+        dec.decode_flag()
