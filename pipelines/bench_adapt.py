@@ -67,13 +67,13 @@ def first_gop(path: Path, size: int, gop: int) -> tuple[torch.Tensor, IntensityM
     return x, mapping, frames, data_range(vol.array)
 
 
-def code(codec, x, q, mapping, original, peak, cfg: AdaptConfig | None):
+def code(codec, x, q, mapping, original, peak, cfg: AdaptConfig | None, mode: str):
     """One coded point: (bits per voxel, PSNR, update seconds, report)."""
     model, rep = (None, {"seconds": 0.0})
     if cfg is not None:
         with torch.enable_grad():
             model, rep = update_gop(codec.intra, codec.inter, x, q, cfg)
-    payload, recon = codec.encode_gop_with_recon(x, q, inter=model)
+    payload, recon = codec.encode_gop_with_recon(x, q, inter=model, mode=mode)
     decoded = mapping.inverse(recon[:, 0].numpy())
     return 8 * len(payload) / original.size, psnr(original, decoded, peak), rep.get("seconds", 0.0), rep
 
@@ -106,6 +106,9 @@ def main() -> int:
     ap.add_argument("--patch", type=int, default=AdaptConfig.patch)
     ap.add_argument("--memory-patches", default="64,128,256,512")
     ap.add_argument("--carry", action="store_true", help="also compare carry-over vs reset across GoPs")
+    ap.add_argument("--mode", choices=["p", "auto"], default="p",
+                    help="p: every frame after the first is a P-frame (the paper's IPPP setting); "
+                         "auto: the product's per-frame I/P decision")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -125,7 +128,7 @@ def main() -> int:
             cfg = None if kw is None else AdaptConfig(steps=args.steps, patch=args.patch, **kw)
             for q in qualities:
                 t = time.time()
-                bpv, p, secs, rep = code(codec, x, q, mapping, original, peak, cfg)
+                bpv, p, secs, rep = code(codec, x, q, mapping, original, peak, cfg, args.mode)
                 rows.append({"volume": name, "frames": x.shape[0], "height": x.shape[2], "width": x.shape[3],
                              "variant": variant, "quality": q, "bpv": bpv, "psnr": p, "update_seconds": secs,
                              "seconds_per_epoch": rep.get("seconds_per_epoch"), "total_seconds": time.time() - t,
@@ -165,7 +168,7 @@ def main() -> int:
                     prev, _ = update_gop(codec.intra, codec.inter, xx, 42,
                                          AdaptConfig(steps=args.steps, patch=args.patch, carry_over=carry_over),
                                          prev if carry_over else None)
-                payload, recon = codec.encode_gop_with_recon(xx, 42, inter=prev)
+                payload, recon = codec.encode_gop_with_recon(xx, 42, inter=prev, mode=args.mode)
                 total_bits += 8 * len(payload)
                 decoded.append(mapping.inverse(recon[:, 0].numpy()))
                 originals.append(frames)
