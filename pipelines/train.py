@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train_data import SequenceSampler, load_videos, load_volumes  # noqa: E402
 
-from medgpu.codec.inter import Reference  # noqa: E402
 from medgpu.codec.layers import warp  # noqa: E402
 from medgpu.codec.quality import ANCHOR_QUALITIES, LAMBDAS  # noqa: E402
 from medgpu.codec.registry import build_networks, export_state, load_state, weights_path  # noqa: E402

@@ -169,9 +169,6 @@ class InterCodec(nn.Module):
         """Reference state after an I-frame."""
         return Reference(frame, self.feature_adaptor(frame - 0.5), y_hat, None)
 
-    def _m_prior(self, ref: Reference) -> torch.Tensor | None:
-        return ref.m_hat
-
     def _decode_side(self, m_hat, y_hat, ref: Reference, q):
         """Everything the decoder runs after the latents are known."""
         flow = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
@@ -185,7 +182,7 @@ class InterCodec(nn.Module):
         anchor = torch.div(q, 21, rounding_mode="floor")
         flow = self.motion_estimation(x, ref.frame)
         m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, q)
-        m_hat, m_lik = self.motion_latent(m, anchor, self._m_prior(ref))
+        m_hat, m_lik = self.motion_latent(m, anchor, ref.m_hat)
         flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
         c1, c2, c3 = self.context(ref.feature, flow_hat)
         y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, q)
@@ -201,7 +198,7 @@ class InterCodec(nn.Module):
         qt = torch.tensor([q], device=x.device)
         flow = self.motion_estimation(x, ref.frame)
         m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, qt)
-        m_hat = self.motion_latent.compress(m, q, coder, self._m_prior(ref)).to(x.device)
+        m_hat = self.motion_latent.compress(m, q, coder, ref.m_hat).to(x.device)
         flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, qt))
         c1, c2, c3 = self.context(ref.feature, flow_hat)
         y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, qt)
@@ -215,7 +212,7 @@ class InterCodec(nn.Module):
         h, w = ref.frame.shape[2] // 16, ref.frame.shape[3] // 16
         device = ref.frame.device
         qt = torch.tensor([q], device=device)
-        m_hat = self.motion_latent.decompress(coder, (h, w), q, self._m_prior(ref)).to(device)
+        m_hat = self.motion_latent.decompress(coder, (h, w), q, ref.m_hat).to(device)
         y_hat = self.contextual_latent.decompress(coder, (h, w), q, ref.y_hat).to(device)
         x_hat, feat, _, _ = self._decode_side(m_hat, y_hat, ref, qt)
         return Reference(x_hat.clamp(0, 1), feat, y_hat, m_hat)

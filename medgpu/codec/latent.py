@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgpu.codec.entropy import GaussianConditional, SymbolCoder
-from medgpu.codec.intnet import ExactSequential, ParamHead, exact_relu, to_fixed
+from medgpu.codec.intnet import ExactSequential, ParamHead, to_fixed
 from medgpu.codec.layers import conv
 from medgpu.codec.quality import NUM_ANCHORS, interp_index
 from medgpu.codec.quant import ste_round
