@@ -34,8 +34,9 @@ from medgpu.volume import Volume
 if TYPE_CHECKING:  # pragma: no cover
     from medgpu.codec.registry import VolumeCodec
 
-DEFAULT_QUALITY = 42
-"""Default quality index (0..63); aims at about 45 dB PSNR on typical CT/MR."""
+DEFAULT_QUALITY = 63
+"""Default quality index (0..63): the highest anchor. The shipped weights top out well below
+classical near-lossless fidelity (docs/evaluation.md), so the default spends bits on fidelity."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called once per GoP; stage is "encoding",
@@ -550,8 +551,13 @@ def _write_dicom(volume: Volume, target: Path, header: StreamHeader, stream_byte
         old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
         try:
             os.replace(target, old)
-            os.replace(dest, target)
         except OSError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise OutputError(f"cannot replace {target}: {exc.strerror or exc}") from None
+        try:
+            os.replace(dest, target)
+        except OSError as exc:  # put the old series back: the caller keeps what it had
+            os.replace(old, target)
             shutil.rmtree(dest, ignore_errors=True)
             raise OutputError(f"cannot replace {target}: {exc.strerror or exc}") from None
         shutil.rmtree(old, ignore_errors=True)

@@ -259,3 +259,28 @@ def test_api_decompress_to_dicom_needs_a_folder(ct, tmp_path, codec):
         api.decompress(ct[1], tmp_path / "x", to=3, device="cpu", codec=codec)  # type: ignore[arg-type]
     volume = api.decompress(ct[1], tmp_path / "d", to="dicom", device="cpu", codec=codec)
     assert volume.path == str(tmp_path / "d") and volume.shape == (128, 128, 40)
+
+
+def test_failed_swap_keeps_the_old_series(ct, tmp_path, codec, monkeypatch):
+    """--force replaces a series folder in two renames; when the second fails the old series
+    is put back and no temporary folder is left."""
+    import os
+
+    from medgpu.errors import OutputError
+
+    out = tmp_path / "series"
+    api.decompress(ct[1], out, to="dicom", device="cpu", codec=codec)
+    before = sorted(p.name for p in out.iterdir())
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".new"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OutputError, match="No space left"):
+        api.decompress(ct[1], out, to="dicom", device="cpu", codec=codec, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+    assert sorted(p.name for p in out.iterdir()) == before

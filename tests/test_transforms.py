@@ -77,6 +77,12 @@ def test_out_path_template(tmp_path, image, codec):
         T.CompressToMgpu(out_path="{nope}.mgpu", codec=codec, **OPTS)(image)
 
 
+def test_failed_compress_leaves_no_output_folder(tmp_path, codec):
+    with pytest.raises(OptionError):
+        T.CompressToMgpu(out_dir=tmp_path / "new" / "deeper", codec=codec, quality=99, **OPTS)(np.zeros((8, 8, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("kind", ["metatensor", "numpy", "torch", "two_channels"])
 def test_round_trip_keeps_type_shape_dtype_and_meta(image, codec, kind):
     img: object = {

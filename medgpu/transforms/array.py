@@ -11,6 +11,7 @@ Each transform loads its codec once, on first use, and keeps it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Mapping
@@ -119,9 +120,7 @@ class CompressToMgpu(Transform):
             rel = self.out_path.format(**fields) if self.out_path else f"{fields['name']}.mgpu"
         except (KeyError, IndexError, ValueError) as exc:
             raise OptionError(f"out_path template {self.out_path!r}: {exc!r} (fields: {', '.join(fields)})") from None
-        path = (self.out_dir / rel) if self.out_dir is not None else Path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return (self.out_dir / rel) if self.out_dir is not None else Path(rel)
 
     def __call__(self, img: Any, meta_data: Mapping[str, Any] | None = None, key: str | None = None) -> str | bytes:
         """Compress ``img`` (its affine: a MetaTensor's own, else ``meta_data["affine"]``);
@@ -136,7 +135,15 @@ class CompressToMgpu(Transform):
         if path is None:
             data, self.last_report = compress_to_bytes(volume, **kwargs)
             return data
-        self.last_report = compress(volume, path, overwrite=self.overwrite, **kwargs)
+        created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.last_report = compress(volume, path, overwrite=self.overwrite, **kwargs)
+        except BaseException:  # no empty output folders left behind by a failed call
+            for d in created:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
         return str(path)
 
 
