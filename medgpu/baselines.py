@@ -455,7 +455,7 @@ def _build_registry() -> Mapping[str, ClassicalCodec]:
             description="JPEG 2000 (OpenJPEG via imagecodecs), per slice, raw J2K codestream; "
             "param = target PSNR in dB over 2**bits-1 (inf = lossless 5/3 wavelet)",
             param_name="psnr_target_db",
-            sweep=(30.0, 37.0, 44.0, 51.0, 58.0, 65.0, 72.0),
+            sweep=(20.0, 25.0, 30.0, 37.0, 44.0, 51.0, 58.0, 65.0, 72.0),
             lossless_param=math.inf,
             file_ext="j2k",
             encode=_j2k_encode,
@@ -468,7 +468,7 @@ def _build_registry() -> Mapping[str, ClassicalCodec]:
             f"{VIDEO_GOP}, raw Annex-B bitstream; param = CRF 0..51 (lower = more bits; x265 "
             "cannot go below QP 0, which caps 12-bit quality at roughly 60-63 dB)",
             param_name="crf",
-            sweep=(40.0, 32.0, 24.0, 16.0, 8.0, 0.0),
+            sweep=(48.0, 40.0, 32.0, 24.0, 16.0, 8.0, 0.0),
             lossless_param=None,
             file_ext="hevc",
             encode=_x265_encode,

@@ -106,6 +106,26 @@ def crop_slices(array: np.ndarray, axis: int, max_slices: int | None, first_time
     return np.ascontiguousarray(a)
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process image only.
+    (``ru_maxrss`` is not used there: it survives fork + exec, so a child started by a big
+    parent reports the parent's peak.) Elsewhere: ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def _volume_name(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii", ".dcm"):

@@ -81,17 +81,18 @@ def code(codec, x, q, mapping, original, peak, cfg: AdaptConfig | None, mode: st
 def peak_memory(patch: int, steps: int = 1) -> float:
     """Peak RSS (MB) of one update epoch on a 30x512x512 GoP with the given patch size."""
     script = (
-        "import resource, torch\n"
+        "import torch\n"
+        "from medgpu.bench import peak_rss_mib\n"
         "from medgpu.codec import load_codec\n"
         "from medgpu.adapt import AdaptConfig, update_gop\n"
         "c = load_codec()\n"
         "x = torch.rand(30, 1, 512, 512) * 0.1 + 0.45\n"
         f"update_gop(c.intra, c.inter, x, 42, AdaptConfig(steps={steps}, patch={patch}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(peak_rss_mib())\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def write_markdown(result: dict, path: Path) -> None:

@@ -191,11 +191,12 @@ def measure_decode_speed(
 
 
 _MEM_SCRIPT = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 op, src, out, quality, gop, device, weights = sys.argv[2:9]
 from medgpu.api import compress, decompress
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from medgpu.bench import peak_rss_mib
+base = peak_rss_mib()
 t = time.perf_counter()
 kw = {}
 if weights:
@@ -207,8 +208,7 @@ if op == "compress":
 else:
     decompress(src, None, device=device, **kw)
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("MEMJSON" + json.dumps({"rss_after_imports_mib": base / 1024, "peak_rss_mib": peak / 1024, "seconds": dt}))
+print("MEMJSON" + json.dumps({"rss_after_imports_mib": base, "peak_rss_mib": peak_rss_mib(), "seconds": dt}))
 """
 
 
@@ -216,7 +216,7 @@ def measure_peak_memory(
     ct: Path, work: Path, quality: int, gop: int, device: str, weights: str | None = None,
     random_weights: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Peak RSS (ru_maxrss of a fresh subprocess) of compressing and decompressing the CT."""
+    """Peak RSS (VmHWM of a fresh subprocess) of compressing and decompressing the CT."""
     res: dict[str, Any] = {"volume": ct.name, "quality": quality, "device": device}
     mg = work / "mem.mgpu"
     for op, src, out in (("compress", str(ct), str(mg)), ("decompress", str(mg), "")):
@@ -344,7 +344,7 @@ def render_markdown(
     mem = meta.get("peak_memory")
     if _section_with_results(L, "### Peak memory (RSS) for the 512x512x48 CT", mem):
         L += [f"`{mem['volume']}`, quality {mem['quality']}, device `{mem['device']}`; peak RSS of a fresh Python "
-              "process (`ru_maxrss`), which includes the interpreter, torch and the model weights.", "",
+              "process (`VmHWM`), which includes the interpreter, torch and the model weights.", "",
               "| operation | RSS after imports [MiB] | peak RSS [MiB] | seconds |", "|---|---|---|---|"]
         for op in ("compress", "decompress"):
             v = mem.get(op, {})

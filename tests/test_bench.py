@@ -142,3 +142,18 @@ def test_medgpu_with_shipped_weights_gains_quality_with_rate(tmp_path, volume):
     low, high = result.rows
     assert low["notes"] == high["notes"] == ""
     assert high["bits_per_voxel"] > low["bits_per_voxel"] and high["psnr"] > low["psnr"] > 20
+
+
+def test_peak_rss_counts_this_process_only():
+    """A child started by a process that once held a lot of memory reports its own peak."""
+    import subprocess
+    import sys
+
+    child = "from medgpu.bench import peak_rss_mib; import numpy as np; a = np.ones({n}); print(peak_rss_mib())"
+    parent = ("import subprocess, sys, numpy as np; big = np.ones(60_000_000); "  # ~460 MiB held while forking
+              "print(subprocess.run([sys.executable, '-c', sys.argv[1]], capture_output=True, text=True).stdout)")
+    small = float(subprocess.run([sys.executable, "-c", parent, child.format(n=1)], capture_output=True,
+                                 text=True, check=True).stdout)
+    large = float(subprocess.run([sys.executable, "-c", child.format(n=40_000_000)], capture_output=True,
+                                 text=True, check=True).stdout)
+    assert small < 300 and large - small > 250  # 40e6 float64 = 305 MiB
