@@ -235,15 +235,15 @@ def _encode_packets(gops: Sequence[np.ndarray], mapping: IntensityMapping, codec
     adapted = None
     for i, frames in enumerate(gops):
         x = torch.from_numpy(mapping.forward(frames)).unsqueeze(1).to(device)
-        if adapt is not None:
-            from medgpu.adapt import update_gop
+        if adapt is None:
+            yield codec.encode_gop(x, quality)
+        else:
+            from medgpu.adapt.online import encode_adapted_gop
 
-            with torch.enable_grad():
-                adapted, rep = update_gop(codec.intra, codec.inter, x, quality, adapt,
-                                          adapted if adapt.carry_over else None)
+            payload, adapted, rep = encode_adapted_gop(codec, x, quality, adapt, adapted if adapt.carry_over else None)
             if adapt_reports is not None:
                 adapt_reports.append(rep)
-        yield codec.encode_gop(x, quality, inter=adapted)
+            yield payload
         if progress:
             progress("encoding", i + 1, len(gops))
 
@@ -365,7 +365,8 @@ def compress(
 
 
 def _adaptation_summary(adapt: AdaptConfig | None, reports: list[dict]) -> dict[str, Any]:
-    """Settings, time and estimated RD cost (training loss, per P-frame) before/after updating."""
+    """Settings, time and, per GoP, the real RD cost (lambda * MSE + bits per pixel of the coded
+    GoP) with the stock and the adapted encoder, and which stream was kept."""
     if adapt is None:
         return {"enabled": False}
     return {
@@ -373,7 +374,8 @@ def _adaptation_summary(adapt: AdaptConfig | None, reports: list[dict]) -> dict[
         "settings": adapt.to_dict(),
         "seconds": sum(r.get("seconds", 0.0) for r in reports),
         "trainable_parameters": reports[0].get("trainable_parameters") if reports else 0,
-        "per_gop": [{k: r.get(k) for k in ("rd_cost_before", "rd_cost_after", "seconds", "epochs", "patches")}
+        "per_gop": [{k: r.get(k) for k in ("rd_cost_before", "rd_cost_after", "used", "seconds", "update_seconds",
+                                           "epochs", "patches")}
                     for r in reports],
     }
 

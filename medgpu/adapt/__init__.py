@@ -15,6 +15,7 @@ _LAZY = {
     "adapt_encoder": "medgpu.adapt.adapters",
     "adapter_parameters": "medgpu.adapt.adapters",
     "update_gop": "medgpu.adapt.online",
+    "encode_adapted_gop": "medgpu.adapt.online",
 }
 
 __all__ = ["AdaptConfig", *_LAZY]

@@ -4,11 +4,14 @@ For one GoP: cut the padded frames into patch-GoPs (all frames, one spatial wind
 for ``steps`` epochs, for each patch-GoP, run the whole P-frame chain from the decoded
 I-frame, each frame coded from the reconstruction of the one before, and minimise
 ``sum_t lambda * MSE + bits per pixel`` over the trainable (adapter) parameters. The
-I-frame is never updated. The updated copy then codes the full GoP.
+I-frame is never updated. The updated copy then codes the full GoP
+(:func:`encode_adapted_gop`, which also codes it with the stock encoder and keeps the stream
+with the lower real rate-distortion cost).
 """
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +22,9 @@ from medgpu.codec.gop import pad_frames
 from medgpu.codec.inter import InterCodec, Reference
 from medgpu.codec.intra import IntraCodec
 from medgpu.codec.quality import lam
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medgpu.codec.registry import VolumeCodec
 
 
 def patch_windows(size: int, patch: int, stride: int) -> list[int]:
@@ -74,27 +80,47 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
         y = y0_hat[..., r // 16 : (r + ps_h) // 16, c // 16 : (c + ps_w) // 16]
         return model.reference_from_intra(f, y)
 
-    def evaluate() -> float:
-        state = torch.random.get_rng_state()
-        torch.manual_seed(0)
-        with torch.no_grad():
-            total = sum(float(_chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality))
-                        for r, c in windows)
-        torch.random.set_rng_state(state)
-        return total / len(windows) / (x.shape[0] - 1)
-
     opt = torch.optim.Adam(params, lr=config.lr)
-    report["rd_cost_before"] = evaluate()
-    epoch_seconds = []
+    epoch_seconds, epoch_losses = [], []
     for _ in range(config.steps):
-        te = time.time()
+        te, total = time.time(), 0.0
         for r, c in windows:
             loss = _chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            total += float(loss.detach())
         epoch_seconds.append(time.time() - te)
-    report["rd_cost_after"] = evaluate()
+        epoch_losses.append(total / len(windows) / (x.shape[0] - 1))
     report.update(seconds=time.time() - t0, epochs=config.steps, seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds),
-                  patches=len(windows))
+                  patches=len(windows), training_loss_per_epoch=epoch_losses)
     return model, report
+
+
+def rd_cost(frames: torch.Tensor, recon: torch.Tensor, payload: bytes, quality: int) -> float:
+    """Real rate-distortion cost of a coded GoP: lambda(q) * MSE + bits per pixel, from the
+    payload's bytes and the decoder's reconstruction (both [T,1,H,W] in [0,1])."""
+    mse = float(((recon.float().cpu() - frames.float().cpu()) ** 2).mean())
+    return lam(quality) * mse + 8 * len(payload) / frames[:, 0].numel()
+
+
+def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int, config: AdaptConfig,
+                       adapted: InterCodec | None = None, mode: str = "auto") -> tuple[bytes, InterCodec, dict]:
+    """Update adapters on ``frames`` (see :func:`update_gop`), code the GoP with the stock and
+    the adapted encoder, and keep the stream with the lower real RD cost.
+
+    Both streams decode with the stock decoder, so choosing costs nothing in the stream; the
+    product therefore never codes a GoP worse (at its lambda) than without adaptation.
+    Returns (payload, adapted copy to carry over, report with ``rd_cost_before`` (stock) and
+    ``rd_cost_after`` (adapted) and ``used``).
+    """
+    t0 = time.time()
+    with torch.enable_grad():
+        model, report = update_gop(codec.intra, codec.inter, frames, quality, config, adapted)
+    report["update_seconds"] = report["seconds"]
+    stock, stock_recon = codec.encode_gop_with_recon(frames, quality, mode=mode)
+    ada, ada_recon = codec.encode_gop_with_recon(frames, quality, inter=model, mode=mode)
+    before, after = rd_cost(frames, stock_recon, stock, quality), rd_cost(frames, ada_recon, ada, quality)
+    report.update(rd_cost_before=before, rd_cost_after=after, used="adapted" if after <= before else "stock",
+                  seconds=time.time() - t0)
+    return (ada if after <= before else stock), model, report

@@ -21,6 +21,7 @@ def test_adaptive_compress_decodes_with_the_stock_path_and_reports(tmp_path):
     ada = rep["adaptation"]
     assert ada["enabled"] and ada["settings"]["steps"] == 1 and ada["trainable_parameters"] > 0
     assert len(ada["per_gop"]) == 1 and ada["per_gop"][0]["rd_cost_before"] > 0
+    assert ada["per_gop"][0]["used"] in ("adapted", "stock")
     side = json.loads((tmp_path / "a.mgpu.json").read_text())
     assert side["report"]["adaptation"]["enabled"] is True
     decoded = api.decompress(out)  # the stock decoder: adapters are never needed to decode
