@@ -307,7 +307,8 @@ def compress(
     ``encode_seconds``, ``decode_seconds``, ``quality``, ``codec_id`` and paths.
     ``codec`` overrides the shipped codec (tests use random weights). ``adapt`` turns on
     content-adaptive encoding (an :class:`medgpu.adapt.AdaptConfig`, or ``True`` for the
-    defaults); its settings, time and rate-distortion cost before/after go into the report.
+    defaults); its settings, time and, per GoP, the real rate-distortion cost of the stock and
+    the adapted stream (the cheaper one is kept) go into the report.
     """
     quality = DEFAULT_QUALITY if quality is None else quality
     gop = _check_gop(gop)
@@ -559,8 +560,12 @@ def _write_dicom(volume: Volume, target: Path, header: StreamHeader, stream_byte
         try:
             os.replace(dest, target)
         except OSError as exc:  # put the old series back: the caller keeps what it had
-            os.replace(old, target)
             shutil.rmtree(dest, ignore_errors=True)
+            try:
+                os.replace(old, target)
+            except OSError:
+                raise OutputError(f"cannot replace {target}: {exc.strerror or exc}; the previous series "
+                                  f"is in {old}") from None
             raise OutputError(f"cannot replace {target}: {exc.strerror or exc}") from None
         shutil.rmtree(old, ignore_errors=True)
         files = [target / f.name for f in files]

@@ -136,7 +136,7 @@ def _fmt_db(value: Any) -> str:
 
 ADAPT_DEFAULT = False  # see docs/adaptation.md for the measured cost and gain behind this default
 
-QualityOpt = Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality index 0..63 (higher: more bits, higher PSNR). Default: tuned for about 45 dB on typical CT/MR.", show_default=False)]
+QualityOpt = Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality index 0..63 (higher: more bits, higher PSNR). Default: 63, the highest trained rate (docs/evaluation.md).", show_default=False)]
 
 
 @app.command()

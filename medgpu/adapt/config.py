@@ -4,6 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+LEARNING_RATES = {"adapters": 1e-2, "full": 3e-4}
+"""Default Adam step per scope, probed on the first 30x256x256 GoP of the val CT at quality 42
+(forced P-frames; docs/adaptation.md has the table): zero-initialised adapters take large steps
+(1e-2 lowered the real RD cost more than 3e-3); moving every pretrained encoder weight diverged
+at 1e-3 and above, and 3e-4 did best of 1e-4, 3e-4 and 1e-3."""
+
+
 @dataclass
 class AdaptConfig:
     """Settings of the online update (the sidecar records them)."""
@@ -12,7 +19,7 @@ class AdaptConfig:
     patch: int = 128  # patch size in pixels (rounded up to the network stride)
     frames: int | None = None  # update on the first N frames only (None: the whole GoP)
     scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)
-    lr: float = 1e-2  # Adam; on a 30x256x256 CT GoP at quality 42 (docs/adaptation.md) 1e-2 cut the real RD cost most
+    lr: float | None = None  # Adam; None: LEARNING_RATES[scope] (see there)
     c_dw: int = 8
     kernel: int = 3
     carry_over: bool = True  # start each GoP from the previous GoP's adapters
@@ -27,9 +34,18 @@ class AdaptConfig:
             raise ValueError(f"--adapt-frames must be >= 1, got {self.frames}")
         if self.scope not in ("adapters", "full"):
             raise ValueError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"adaptation learning rate must be > 0, got {self.lr}")
         return self
 
+    @property
+    def learning_rate(self) -> float:
+        """The Adam step size in use: ``lr``, or the default of the scope."""
+        if self.lr is not None:
+            return self.lr
+        if self.scope not in LEARNING_RATES:
+            raise ValueError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
+        return LEARNING_RATES[self.scope]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "lr": self.learning_rate}

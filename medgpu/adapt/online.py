@@ -10,6 +10,7 @@ with the lower real rate-distortion cost).
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,7 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
         y = y0_hat[..., r // 16 : (r + ps_h) // 16, c // 16 : (c + ps_w) // 16]
         return model.reference_from_intra(f, y)
 
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = torch.optim.Adam(params, lr=config.learning_rate)
     epoch_seconds, epoch_losses = [], []
     for _ in range(config.steps):
         te, total = time.time(), 0.0
@@ -111,16 +112,26 @@ def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int,
 
     Both streams decode with the stock decoder, so choosing costs nothing in the stream; the
     product therefore never codes a GoP worse (at its lambda) than without adaptation.
-    Returns (payload, adapted copy to carry over, report with ``rd_cost_before`` (stock) and
-    ``rd_cost_after`` (adapted) and ``used``).
+    Returns (payload, adapters to carry over to the next GoP (the updated copy if it won,
+    else ``adapted`` unchanged), report with ``rd_cost_before`` (stock), ``rd_cost_after``
+    (adapted) and ``used``).
     """
     t0 = time.time()
+    start = copy.deepcopy(adapted) if adapted is not None else None  # ``adapted`` stays as it was
     with torch.enable_grad():
-        model, report = update_gop(codec.intra, codec.inter, frames, quality, config, adapted)
+        model, report = update_gop(codec.intra, codec.inter, frames, quality, config, start)
     report["update_seconds"] = report["seconds"]
     stock, stock_recon = codec.encode_gop_with_recon(frames, quality, mode=mode)
+    if frames.shape[0] < 2 or (report["epochs"] == 0 and adapted is None):
+        # nothing to adapt (a lone I-frame) or zero-initialised adapters: the same stream twice
+        cost = rd_cost(frames, stock_recon, stock, quality)
+        report.update(rd_cost_before=cost, rd_cost_after=cost, used="stock", seconds=time.time() - t0)
+        return stock, model, report
     ada, ada_recon = codec.encode_gop_with_recon(frames, quality, inter=model, mode=mode)
     before, after = rd_cost(frames, stock_recon, stock, quality), rd_cost(frames, ada_recon, ada, quality)
-    report.update(rd_cost_before=before, rd_cost_after=after, used="adapted" if after <= before else "stock",
+    keep = after <= before
+    report.update(rd_cost_before=before, rd_cost_after=after, used="adapted" if keep else "stock",
                   seconds=time.time() - t0)
-    return (ada if after <= before else stock), model, report
+    # adapters that lost to the stock encoder are not carried on: the next GoP starts from
+    # the last adapters that won (or from zero)
+    return (ada if keep else stock), (model if keep else adapted), report

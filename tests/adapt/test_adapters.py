@@ -93,4 +93,39 @@ def test_adaptive_gop_keeps_the_cheaper_stream(codec, quality):
     decoded = load_codec().decode_gop(payload, 4, 64, 128, quality)
     kept = rd_cost(x, decoded, payload, quality)
     assert kept == pytest.approx(min(rep["rd_cost_before"], rep["rd_cost_after"]))
-    assert kept <= rep["rd_cost_before"]
+
+
+def test_losing_adapters_are_not_carried_on(codec, monkeypatch):
+    """When the stock stream wins, the next GoP starts from the adapters it was given, untouched."""
+    import medgpu.adapt.online as online
+
+    x = frames(t=3, seed=4)
+    cfg = AdaptConfig(steps=1, patch=64)
+    previous = adapt_encoder(codec.inter)
+    snapshot = {k: v.clone() for k, v in previous.state_dict().items()}
+    stock = codec.encode_gop(x, 20)
+    costs = iter([0.0, 1.0])  # rd_cost is called for the stock stream first, then the adapted one
+    monkeypatch.setattr(online, "rd_cost", lambda frames, recon, payload, q: next(costs))
+    payload, carried, rep = encode_adapted_gop(codec, x, 20, cfg, previous)
+    assert rep["used"] == "stock" and payload == stock and carried is previous
+    assert all(torch.equal(v, snapshot[k]) for k, v in previous.state_dict().items())
+    costs = iter([1.0, 0.0])
+    payload, carried, rep = encode_adapted_gop(codec, x, 20, cfg, previous)
+    assert rep["used"] == "adapted" and carried is not previous
+    assert payload == codec.encode_gop(x, 20, inter=carried)
+
+
+def test_single_frame_gop_is_coded_once(codec):
+    x = frames(t=1)
+    payload, _, rep = encode_adapted_gop(codec, x, 20, AdaptConfig(steps=2, patch=64))
+    assert rep["used"] == "stock" and payload == codec.encode_gop(x, 20) and rep["epochs"] == 0
+
+
+def test_learning_rate_defaults_per_scope():
+    import json
+
+    assert AdaptConfig().learning_rate == 1e-2 and AdaptConfig(scope="full").learning_rate == 3e-4
+    assert AdaptConfig(scope="full", lr=5e-3).learning_rate == 5e-3
+    assert json.loads(json.dumps(AdaptConfig().to_dict()))["lr"] == 1e-2
+    with pytest.raises(ValueError, match="adapt-scope"):
+        AdaptConfig(scope="decoder").learning_rate

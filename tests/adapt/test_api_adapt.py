@@ -20,11 +20,33 @@ def test_adaptive_compress_decodes_with_the_stock_path_and_reports(tmp_path):
     rep = api.compress(vol, out, quality=40, adapt=AdaptConfig(steps=1, patch=64))
     ada = rep["adaptation"]
     assert ada["enabled"] and ada["settings"]["steps"] == 1 and ada["trainable_parameters"] > 0
-    assert len(ada["per_gop"]) == 1 and ada["per_gop"][0]["rd_cost_before"] > 0
-    assert ada["per_gop"][0]["used"] in ("adapted", "stock")
+    gop = ada["per_gop"][0]
+    assert len(ada["per_gop"]) == 1 and gop["rd_cost_before"] > 0 and ada["settings"]["lr"] == 1e-2
+    assert gop["used"] == ("adapted" if gop["rd_cost_after"] <= gop["rd_cost_before"] else "stock")
+    assert 0 < gop["update_seconds"] <= gop["seconds"]
     side = json.loads((tmp_path / "a.mgpu.json").read_text())
     assert side["report"]["adaptation"]["enabled"] is True
     decoded = api.decompress(out)  # the stock decoder: adapters are never needed to decode
     assert decoded.array.shape == vol.array.shape and decoded.array.dtype == vol.array.dtype
     plain = api.compress(vol, tmp_path / "b.mgpu", quality=40)
     assert plain["adaptation"] == {"enabled": False}
+
+
+def test_adaptive_compress_over_several_gops_never_loses_to_the_plain_encoder(tmp_path):
+    """Two GoPs with carried-over adapters: each GoP's kept stream costs at most the stock one,
+    and where the stock stream was kept the file holds exactly the plain encoder's packet."""
+    from medgpu.bitstream.container import ContainerReader
+
+    vol = _volume()
+    cfg = AdaptConfig(steps=2, patch=64, carry_over=True)
+    rep = api.compress(vol, tmp_path / "a.mgpu", quality=30, gop=3, adapt=cfg)
+    plain = api.compress(vol, tmp_path / "b.mgpu", quality=30, gop=3)
+    per_gop = rep["adaptation"]["per_gop"]
+    assert len(per_gop) == 2
+    with ContainerReader(tmp_path / "a.mgpu") as ra, ContainerReader(tmp_path / "b.mgpu") as rb:
+        adapted_packets, plain_packets = ra.read_packets(), rb.read_packets()
+    for gop, a, b in zip(per_gop, adapted_packets, plain_packets):
+        assert gop["used"] == ("adapted" if gop["rd_cost_after"] <= gop["rd_cost_before"] else "stock")
+        if gop["used"] == "stock":
+            assert a == b
+    assert rep["bytes"] > 0 and plain["bytes"] > 0
