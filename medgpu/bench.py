@@ -75,7 +75,7 @@ DEFAULT_QUALITIES = (0, 16, 32, 48, 63)
 CSV_FIELDS = (
     "volume", "codec", "mode", "param_name", "param", "shape", "slice_axis", "num_slices", "voxels",
     "bytes", "bits_per_voxel", "psnr", "encode_s_per_slice", "decode_s_per_slice",
-    "compress_call_s_per_slice", "report_bits_per_voxel", "report_psnr", "notes",
+    "compress_call_s_per_slice", "report_bits_per_voxel", "report_psnr", "payload_bytes", "notes",
 )  # fmt: skip
 
 OnPoint = Callable[[Mapping[str, Any]], None]
@@ -196,6 +196,7 @@ def run_medgpu(
             t_call = time.perf_counter() - t0
             t_enc = float(report.get("encode_seconds", t_call))
             nbytes = os.path.getsize(mg)
+            payload = packet_bytes(mg)
             t0 = time.perf_counter()
             dec = np.asarray(decompress(mg, None, device=device).array)
             t_dec = time.perf_counter() - t0
@@ -214,7 +215,7 @@ def run_medgpu(
                 bits_per_voxel=bits_per_voxel(nbytes, original.size), psnr=p, encode_s_per_slice=t_enc / nf,
                 decode_s_per_slice=t_dec / nf, compress_call_s_per_slice=t_call / nf,
                 report_bits_per_voxel=float(report.get("bits_per_voxel", float("nan"))), report_psnr=rep_psnr,
-                notes="; ".join(notes),
+                payload_bytes=payload, notes="; ".join(notes),
             )  # fmt: skip
         except Exception as exc:  # one failing point must not end a long run
             log.debug("medgpu q=%s failed on %s", q, name, exc_info=True)
@@ -227,6 +228,26 @@ def run_medgpu(
         if on_point:
             on_point(row)
     return rows
+
+
+def packet_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of the GoP packets of a ``.mgpu`` file (the codec's output, without the header that
+    carries the source metadata, the packet records and the index)."""
+    from medgpu.bitstream.container import ContainerReader
+
+    with ContainerReader(path) as reader:
+        return sum(e.length for e in reader.entries)
+
+
+def packets_only_rows(rows: Sequence[Mapping[str, Any]], codec: str = "medgpu") -> list[dict[str, Any]]:
+    """Copies of ``codec``'s rows rated by their packet bytes, as codec ``<codec>-packets``:
+    the like-for-like rate against classical codestreams, which carry no metadata either."""
+    out = []
+    for r in rows:
+        if r["codec"] == codec and r.get("payload_bytes") not in ("", None):
+            out.append({**r, "codec": f"{codec}-packets", "bytes": r["payload_bytes"],
+                        "bits_per_voxel": bits_per_voxel(int(r["payload_bytes"]), int(r["voxels"]))})
+    return out
 
 
 def run_baseline(

@@ -55,6 +55,7 @@ from medgpu.bench import (  # noqa: E402
     default_pairs,
     load_medgpu,
     num_frames,
+    packets_only_rows,
     plot_rd_curves,
     run_baseline,
     run_medgpu,
@@ -312,7 +313,7 @@ def render_markdown(
         "Codecs:",
         "",
     ]
-    for c in meta["codecs"]:
+    for c in dict.fromkeys(r["codec"] for r in rows):
         desc = meta["codec_descriptions"].get(c, "")
         L.append(f"* `{c}`: {desc}")
     L += ["", "### BD-rate", ""]
@@ -473,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for c in classical:
                 rows += run_baseline(c, name, sub, axis, baselines.sweep(c), on_point=print_point)
 
+        rows += packets_only_rows(rows)
         bd = bd_table(rows, default_pairs(list(dict.fromkeys(r["codec"] for r in rows))))
 
         ct = args.data_dir / CT_NAME
@@ -514,7 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "medgpu_weights": ("random (plumbing smoke test, numbers meaningless)" if args.random_weights
                            else (args.weights or "shipped")),
         "codec_descriptions": {
-            "medgpu": "neural video codec, slices as frames (medgpu.api.compress / decompress)",
+            "medgpu": "neural video codec, slices as frames (medgpu.api.compress / decompress); rate = the "
+                      "whole .mgpu file, including its header with the source metadata (NIfTI header or "
+                      "DICOM attributes)",
+            "medgpu-intra": "medgpu with a GoP of 1: every slice an I-frame, one packet per slice",
+            "medgpu-packets": "the same medgpu streams rated by their GoP packets only (the codec's "
+                              "output, like the classical codestreams, which carry no metadata either)",
             **{c: baselines.CLASSICAL_CODECS[c].description for c in classical},
         },
         "codec_sweeps": {c: baselines.sweep(c) for c in classical},

@@ -4,11 +4,12 @@ Layout (all integers little-endian)::
 
     offset      size  field
     0           8     magic  b"\\x89MGPU\\r\\n\\x1a"  (PNG-style: catches text-mode and 7-bit damage)
-    8           2     format version (u16), currently 1
+    8           2     format version (u16), currently 2
     10          2     flags (u16), 0
     12          4     N = header length (u32)
-    16          N     header: UTF-8 JSON (codec id, weights SHA-256, quality, geometry,
-                      dtype, slice axis, GoP plan, intensity mapping, volume metadata)
+    16          N     header: zlib-compressed UTF-8 JSON (codec id, weights SHA-256, quality,
+                      geometry, dtype, slice axis, GoP plan, intensity mapping, volume metadata);
+                      version 1 stored the JSON uncompressed (still read)
     16+N        4     CRC-32 of bytes [0, 16+N)
     then one packet per GoP, back to back:
                 4     payload length L (u32)
@@ -51,7 +52,9 @@ from medgpu.errors import (
 
 MAGIC = b"\x89MGPU\r\n\x1a"
 END_MARKER = b"MGPE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the header JSON is zlib-compressed (source metadata such as DICOM attributes took up to
+70 % of small streams in version 1, which stored it as plain JSON)."""
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, flags, header length
 _U32 = struct.Struct("<I")
@@ -195,7 +198,7 @@ def write_container(path: str | os.PathLike[str], header: StreamHeader, packets:
 
     ``packets`` may be a generator, so GoPs go to disk as they are coded. Returns the file size.
     """
-    head = json.dumps(header.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    head = zlib.compress(json.dumps(header.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode(), 9)
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(head)) + head
     entries: list[PacketEntry] = []
     try:
@@ -280,9 +283,12 @@ class ContainerReader:
             )
         if version < 1:
             raise CorruptStreamError(f"corrupt stream header (version {version}) in {name}")
+        text = blob[_PREFIX.size :]
         try:
-            data = json.loads(blob[_PREFIX.size :].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            if version >= 2:
+                text = zlib.decompress(text)
+            data = json.loads(text.decode("utf-8"))
+        except (zlib.error, UnicodeDecodeError, ValueError):
             raise CorruptStreamError(f"corrupt stream header (not JSON) in {name}") from None
         return StreamHeader.from_dict(data, version), end + _U32.size
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -137,7 +138,12 @@ def test_payload_damage_names_the_packet(stream, tmp_path):
 def _rewrite_header(data: bytes, version: int | None = None, header: dict | None = None) -> bytes:
     (n,) = struct.unpack_from("<I", data, 12)
     old_version = struct.unpack_from("<H", data, 8)[0]
-    blob = json.dumps(header).encode() if header is not None else data[16 : 16 + n]
+    blob = data[16 : 16 + n]
+    if header is not None:
+        blob = json.dumps(header).encode()
+        blob = zlib.compress(blob) if (old_version if version is None else version) >= 2 else blob
+    elif version == 1:  # a version-1 file stored the JSON as it is
+        blob = zlib.decompress(blob)
     prefix = MAGIC + struct.pack("<HHI", old_version if version is None else version, 0, len(blob)) + blob
     return prefix + struct.pack("<I", crc32(prefix)) + data[16 + n + 4 :]
 
@@ -147,6 +153,24 @@ def test_newer_version_is_refused_clearly(stream, tmp_path):
     bad.write_bytes(_rewrite_header(stream.read_bytes(), version=99))
     with pytest.raises(UnsupportedVersionError, match="version 99"):
         read_all(bad)
+
+
+def test_version_1_streams_with_a_plain_json_header_still_read(stream, tmp_path, monkeypatch):
+    """Format 2 compresses the header; a format-1 file (plain JSON header) still decodes."""
+    import types
+
+    from medgpu.bitstream import container
+
+    old = tmp_path / "v1.mgpu"
+    monkeypatch.setattr(container, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(container, "zlib", types.SimpleNamespace(compress=lambda data, level: data, crc32=zlib.crc32,
+                                                              error=zlib.error))
+    write_container(old, make_header(), iter(PAYLOADS))
+    monkeypatch.undo()
+    raw = old.read_bytes()
+    assert struct.unpack_from("<H", raw, 8)[0] == 1 and raw[16:17] == b"{"
+    assert read_all(old) == (make_header(version=1), PAYLOADS)
+    assert old.stat().st_size > stream.stat().st_size  # the compressed header is smaller
 
 
 def test_header_missing_field_is_caught(stream, tmp_path):
