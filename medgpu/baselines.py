@@ -344,7 +344,9 @@ def _jxl_encode(codes: np.ndarray, rng: int, param: float) -> tuple[list[bytes],
     out = []
     for sl in arr:
         sl = np.ascontiguousarray(sl)
-        if lossless:
+        if lossless and bits <= 8:  # libjxl refuses 16-bit samples declared as 8 bits: code them as bytes
+            enc = imagecodecs.jpegxl_encode(sl.astype(np.uint8), lossless=True, effort=7)
+        elif lossless:
             enc = imagecodecs.jpegxl_encode(sl, lossless=True, bitspersample=bits, effort=7)
         else:
             enc = imagecodecs.jpegxl_encode(sl, distance=float(param), effort=7)
@@ -481,7 +483,7 @@ def _build_registry() -> Mapping[str, ClassicalCodec]:
             description="High-throughput JPEG 2000 (OpenJPH via imagecodecs), per slice; "
             "param = quantisation step relative to the data range (0 = lossless)",
             param_name="qstep",
-            sweep=(0.06, 0.02, 0.007, 0.0025, 0.0009, 0.0003),
+            sweep=(0.25, 0.12, 0.06, 0.02, 0.007, 0.0025, 0.0009, 0.0003),
             lossless_param=0.0,
             file_ext="j2c",
             encode=_htj2k_encode,
@@ -505,7 +507,7 @@ def _build_registry() -> Mapping[str, ClassicalCodec]:
             description="JPEG-LS (CharLS via imagecodecs), per slice, near-lossless; "
             "param = NEAR as a fraction of the data range (0 = lossless)",
             param_name="near_fraction",
-            sweep=(0.02, 0.01, 0.005, 0.0025, 0.00125, 0.0005),
+            sweep=(0.08, 0.04, 0.02, 0.01, 0.005, 0.0025, 0.00125, 0.0005),
             lossless_param=0.0,
             file_ext="jls",
             encode=_jls_encode,

@@ -109,6 +109,15 @@ def test_lossless_is_exact(name: str) -> None:
     assert 0 < nbytes < v.nbytes
 
 
+@pytest.mark.parametrize("name", [n for n, c in CLASSICAL_CODECS.items() if c.lossless_param is not None])
+def test_lossless_is_exact_on_an_8_bit_range(name: str) -> None:
+    """int16 data spanning < 256 codes (the val breast MR: 6..248) once broke JPEG XL lossless."""
+    _require(name)
+    v = (_phantom((32, 40, 3)).astype(np.int64) % 200 + 6).astype(np.int16)
+    dec, _ = run_classical(name, v, 2, CLASSICAL_CODECS[name].lossless_param)
+    np.testing.assert_array_equal(dec, v)
+
+
 # ----------------------------------------------------------------------- JPEG 2000 / x265 specifics
 
 
