@@ -42,3 +42,17 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     client.execute()  # raises CellExecutionError naming the cell and its traceback
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_shows_its_outputs_and_plots(path: Path) -> None:
+    """The notebooks are committed executed (notebooks/run_all.sh): every code cell has run, in
+    order, without error, and the plots are there as images."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert all(isinstance(n, int) for n in counts) and counts == sorted(counts), counts
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no plot in its outputs"
+    assert "random weights" not in "".join(o.get("text", "") for o in outputs)  # run with the shipped weights
