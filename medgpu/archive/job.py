@@ -106,6 +106,15 @@ def _prepare_dest(dest: Path) -> None:
         raise OutputError(f"cannot create {dest}: {exc.strerror or exc}") from None
 
 
+def _stored_options(dest: Path) -> dict[str, Any]:
+    """The coding options an existing archive in ``dest`` was started with ({} for a new one)."""
+    if not (dest / LEDGER_NAME).is_file():
+        return {}
+    with Ledger(dest / LEDGER_NAME, readonly=True) as ledger:
+        text = ledger.get_meta("options")
+    return json.loads(text) if text else {}
+
+
 def _check_int(name: str, value: Any, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -333,7 +342,8 @@ def archive(
     codec = codec or CodecSpec()
     resolved_device = api.resolve_device(device)
     loaded = codec.load("cpu")
-    quality = api.DEFAULT_QUALITY if quality is None else quality
+    if quality is None:  # resuming: the archive's own quality (the default may have changed since)
+        quality = _stored_options(dest).get("quality", api.DEFAULT_QUALITY)
     if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality < loaded.num_qualities:
         raise OptionError(f"--quality must be an integer in 0..{loaded.num_qualities - 1}, got {quality!r}")
     options = {"codec_id": loaded.codec_id, "weights_sha256": bytes(loaded.weights_hash).hex(),

@@ -111,6 +111,19 @@ def test_archive_resume_summary_and_restore(small_tree, tmp_path, codec):
         restore(dest, tmp_path / "dcm2", series=["1.2.3.nope"])
 
 
+def test_resume_without_quality_keeps_the_archives_own(small_tree, tmp_path):
+    """An archive started at a non-default quality resumes without --quality (the default may
+    have changed between the runs) and is never mixed with another quality."""
+    src, _ = small_tree
+    dest = tmp_path / "dest"
+    first = archive(src, dest, workers=0, codec=RANDOM, gop=3, quality=5)
+    assert first["this_run"]["archived"] == 3
+    again = archive(src, dest, workers=0, codec=RANDOM, gop=3)
+    assert again["this_run"]["archived"] == 0 and again["counts"]["done"] == 3
+    with Ledger(dest / LEDGER_NAME, readonly=True) as led:
+        assert json.loads(led.get_meta("options"))["quality"] == 5
+
+
 def test_transient_failures_are_retried_then_reported(tmp_path):
     src = tmp_path / "src"
     write_nifti(src / "a.nii.gz", 0)
