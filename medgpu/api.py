@@ -319,6 +319,8 @@ def compress(
         if isinstance(src, Volume) and not src.path:
             raise OptionError("an output path is needed to compress an in-memory volume")
         out = default_stream_path(src.path if isinstance(src, Volume) else src)  # type: ignore[arg-type]
+    if Path(out).suffix.lower() != ".mgpu":
+        raise OptionError(f"the output must be a .mgpu file, got {Path(out).name}")
     stream, side = Path(out), sidecar_path(out)
     _check_outputs([stream, side], overwrite)
     volume = _read_volume(src)
@@ -361,6 +363,8 @@ def compress(
         report = _report(volume.array, decoded, plan, size, header, t1 - t0, t2 - t1)
         report.update(stream=str(stream), sidecar=str(side))
         report["adaptation"] = _adaptation_summary(adapt, adapt_reports)
+        report["nonfinite_voxels"] = {"nan": mapping.nan_count, "posinf": mapping.posinf_count,
+                                      "neginf": mapping.neginf_count}
         write_sidecar(tmp_side, build_sidecar(header, report, stream.name))
     return report
 

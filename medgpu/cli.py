@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,14 @@ def _aborts() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that ``atomic_paths`` removes partial outputs."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def _fail(message: str, code: int) -> None:
     text = " ".join(str(message).split()) or "unknown error"
     print(f"medgpu: error: {text}", file=sys.stderr)
@@ -75,9 +84,15 @@ class OneLineErrorGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:  # SIGTERM unwinds like an exception, so partial outputs are cleaned up
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
         try:
             with _quiet_libraries():
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Terminated:
+            _fail("terminated", 143)
         except MedgpuError as exc:
             _fail(str(exc), exc.exit_code)
         except _usage_errors() as exc:
@@ -94,6 +109,9 @@ class OneLineErrorGroup(TyperGroup):
             if os.environ.get("MEDGPU_DEBUG"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -157,8 +175,14 @@ def compress(
 ) -> None:
     """Compress a volume to OUT.mgpu plus an OUT.mgpu.json sidecar with the report."""
     from medgpu import api
+    from medgpu.errors import OptionError
 
-    config = AdaptConfig(steps=adapt_steps, patch=adapt_patch, frames=adapt_frames, scope=adapt_scope) if adapt else None
+    config = AdaptConfig(steps=adapt_steps, patch=adapt_patch, frames=adapt_frames, scope=adapt_scope)
+    try:
+        config.validate()  # also without --adapt: a bad value is a mistake either way
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    config = config if adapt else None
     with _progress(not no_progress) as progress:
         report = api.compress(src, out, quality=quality, gop=gop, slice_axis=slice_axis, device=device,
                               progress=progress, overwrite=force, adapt=config)
@@ -166,6 +190,10 @@ def compress(
         f"wrote {report['stream']}: {report['bytes']} bytes, {report['bits_per_voxel']:.3f} bits/voxel, "
         f"PSNR {_fmt_db(report['psnr'])} (quality {report['quality']}); report in {report['sidecar']}"
     )
+    bad = {k: v for k, v in report.get("nonfinite_voxels", {}).items() if v}
+    if bad:
+        typer.echo("medgpu: warning: " + ", ".join(f"{v} {k}" for k, v in bad.items()) + " voxels are not kept "
+                   "(NaN and -inf decode as the minimum, +inf as the maximum)", err=True)
 
 
 @app.command()

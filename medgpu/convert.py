@@ -160,6 +160,8 @@ def to_volume(
     """
     if isinstance(data, Volume):
         return data
+    if isinstance(data, (list, tuple)):
+        data = np.asarray(data)
     if not is_array_like(data):
         raise OptionError(f"expected a numpy array, torch tensor or MetaTensor, got {type(data).__name__}")
     path = None
@@ -170,6 +172,10 @@ def to_volume(
         path = name if isinstance(name, str) and name else None
     cd = resolve_channel_dim(data, channel_dim)
     array = _to_numpy(data)
+    spatial = array.ndim - (cd is not None)
+    if affine is not None and spatial >= 3 and np.shape(_to_numpy(affine)) != (4, 4):
+        raise OptionError(f"affine must be 4x4 for data with {spatial} spatial axes, got shape "
+                          f"{np.shape(_to_numpy(affine))}")
     if cd is not None:
         array = np.moveaxis(array, cd, -1)
         if array.shape[-1] == 1:
@@ -320,7 +326,7 @@ def compress(
     """
     from medgpu import api
 
-    if is_array_like(src):
+    if is_array_like(src) or isinstance(src, (list, tuple)):
         src = to_volume(src, affine, channel_dim=channel_dim)
     elif affine is not None:
         raise OptionError("affine= applies to arrays and tensors only (files and Volumes carry their own)")

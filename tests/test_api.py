@@ -272,3 +272,17 @@ def test_dicom_input(tmp_path, codec):
     assert back.array.shape == (64, 64, 1) and back.array.dtype == np.int16
     assert nib.load(str(tmp_path / "mr.nii.gz")).shape == (64, 64, 1)
     assert api.info(tmp_path / "mr.mgpu")["psnr"] == report["psnr"]
+
+
+def test_2d_image_round_trip(tmp_path, codec):
+    """A 2-D NIfTI is one slice: it compresses and decodes back to 2-D with its affine."""
+    rng = np.random.default_rng(5)
+    array = (np.add.outer(np.arange(40), np.arange(36)) * 10 + rng.integers(0, 20, (40, 36))).astype(np.int16)
+    affine = np.diag([0.5, 0.6, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(array, affine), str(tmp_path / "two.nii.gz"))
+    report = api.compress(tmp_path / "two.nii.gz", tmp_path / "two.mgpu", device="cpu", codec=codec)
+    assert report["num_gops"] == 1
+    api.decompress(tmp_path / "two.mgpu", tmp_path / "back.nii.gz", device="cpu", codec=codec)
+    back = nib.load(str(tmp_path / "back.nii.gz"))
+    assert back.shape == (40, 36) and back.get_data_dtype() == np.int16
+    np.testing.assert_allclose(back.affine, affine)

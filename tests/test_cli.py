@@ -144,10 +144,12 @@ def non_image(tmp_path: Path) -> Path:
         (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-patch", "4"], "--adapt-patch"),
         (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-frames", "0"], "--adapt-frames"),
         (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt", "--adapt-scope", "all"], "--adapt-scope"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.mgpu", "--adapt-steps", "-1"], "--adapt-steps"),
+        (lambda t, s: ["compress", EXAMPLE, "-o", t / "x.nii.gz"], ".mgpu"),
     ],
     ids=["missing", "non-image", "not-nifti", "quality", "gop", "slice-axis", "device", "quality-type",
          "out-folder", "d-missing", "d-suffix", "d-device", "info-missing", "no-args",
-         "adapt-steps", "adapt-patch", "adapt-frames", "adapt-scope"],
+         "adapt-steps", "adapt-patch", "adapt-frames", "adapt-scope", "adapt-steps-without-adapt", "c-suffix"],
 )
 def test_bad_input_and_options(stream, tmp_path, args, needle):
     argv = args(tmp_path, stream)
@@ -175,3 +177,37 @@ def test_errors_in_a_real_process(stream, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("medgpu: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.nii.gz", "truncated.mgpu"]
+
+
+def test_non_finite_voxels_are_reported(tmp_path):
+    """NaN/inf cannot be kept by a lossy codec: compress says so on stderr and in the report."""
+    data = np.linspace(0, 100, 16 * 12 * 3, dtype=np.float32).reshape(16, 12, 3)
+    data[1, 2, 0] = data[3, 4, 1] = np.nan
+    data[5, 5, 2] = np.inf
+    src = tmp_path / "f.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(src))
+    result = run("compress", src, "-o", tmp_path / "f.mgpu", "--device", "cpu", "--no-progress", "--quality", "5")
+    assert result.exit_code == 0, result.output
+    assert "warning: 2 nan, 1 posinf voxels are not kept" in result.stderr
+    report = json.loads((tmp_path / "f.mgpu.json").read_text())["report"]
+    assert report["nonfinite_voxels"] == {"nan": 2, "posinf": 1, "neginf": 0}
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path):
+    """A terminated compress (batch schedulers send SIGTERM) removes its temporary files."""
+    import signal
+    import time
+
+    big = tmp_path / "big.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.random.default_rng(0).integers(0, 4000, (256, 256, 60), dtype=np.int16),
+                                     np.eye(4)), str(big))
+    proc = subprocess.Popen([sys.executable, "-m", "medgpu", "compress", str(big), "-o", str(tmp_path / "big.mgpu"),
+                             "--no-progress", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip() == "medgpu: error: terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii.gz"]

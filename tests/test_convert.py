@@ -89,6 +89,7 @@ def test_2d_affine_is_embedded():
 @pytest.mark.parametrize("bad", [
     dict(data=np.zeros(5)), dict(data=np.zeros((4, 4)), affine=np.eye(2)),
     dict(data=np.array([["a"]])), dict(data=np.zeros((4, 4, 4)), channel_dim=3), dict(data="x.nii"),
+    dict(data=np.zeros((4, 4, 4)), affine=np.eye(3)),  # a 3x3 affine is for 2-D data only
 ])  # fmt: skip
 def test_to_volume_rejects(bad):
     with pytest.raises(OptionError):
@@ -144,6 +145,13 @@ def test_slice_range_decodes_part_and_shifts_the_affine(tmp_path, codec):
     np.testing.assert_allclose(part.affine[:3, 3], AFFINE[:3, 3] + 4 * AFFINE[:3, 2])
     with pytest.raises(OptionError):
         medgpu.decompress(out, tmp_path / "x.nii.gz", slice_range=(0, 2), codec=codec)
+
+
+def test_nested_lists_are_arrays(tmp_path, codec):
+    data = ramp().tolist()
+    medgpu.compress(data, tmp_path / "l.mgpu", gop=3, device="cpu", codec=codec)
+    back = medgpu.decompress(tmp_path / "l.mgpu", codec=codec)  # a Volume
+    assert back.array.shape == np.asarray(data).shape and back.array.dtype == np.asarray(data).dtype
 
 
 def test_misuse_is_an_option_error(tmp_path, codec):

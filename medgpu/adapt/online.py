@@ -129,7 +129,7 @@ def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int,
         return stock, model, report
     ada, ada_recon = codec.encode_gop_with_recon(frames, quality, inter=model, mode=mode)
     before, after = rd_cost(frames, stock_recon, stock, quality), rd_cost(frames, ada_recon, ada, quality)
-    keep = after <= before
+    keep = after < before  # a tie (e.g. no frame coded as a P-frame) keeps the stock stream
     report.update(rd_cost_before=before, rd_cost_after=after, used="adapted" if keep else "stock",
                   seconds=time.time() - t0)
     # adapters that lost to the stock encoder are not carried on: the next GoP starts from

@@ -124,7 +124,7 @@ class StreamHeader:
         shape = data["shape"]
         if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
             raise CorruptStreamError("corrupt stream header: bad shape")
-        if not 0 <= data["slice_axis"] < len(shape):
+        if not (0 <= data["slice_axis"] < len(shape) or (len(shape) == 2 and data["slice_axis"] == 2)):  # 2D: one slice
             raise CorruptStreamError("corrupt stream header: slice axis outside the shape")
         try:
             weights_hash = bytes.fromhex(data["weights_sha256"])

@@ -115,6 +115,16 @@ def test_losing_adapters_are_not_carried_on(codec, monkeypatch):
     assert payload == codec.encode_gop(x, 20, inter=carried)
 
 
+def test_a_tie_keeps_the_stock_stream(codec, monkeypatch):
+    """Equal real costs (as when no frame is coded as a P-frame) are reported as the stock stream."""
+    import medgpu.adapt.online as online
+
+    monkeypatch.setattr(online, "rd_cost", lambda frames, recon, payload, q: 1.0)
+    x = frames(t=3, seed=6)
+    payload, carried, rep = encode_adapted_gop(codec, x, 20, AdaptConfig(steps=1, patch=64))
+    assert rep["used"] == "stock" and payload == codec.encode_gop(x, 20) and carried is None
+
+
 def test_single_frame_gop_is_coded_once(codec):
     x = frames(t=1)
     payload, _, rep = encode_adapted_gop(codec, x, 20, AdaptConfig(steps=2, patch=64))
