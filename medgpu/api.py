@@ -658,12 +658,15 @@ def read_header(path: PathLike) -> StreamHeader:
 
 def info(src: PathLike) -> dict[str, Any]:
     """What a stream holds: codec, weights hash, quality, geometry, size, and the sidecar report.
+    Every packet's CRC is checked (no decoding), so a damaged stream raises here too.
 
     ``psnr`` and ``report`` come from the ``.mgpu.json`` sidecar when it is present and
     matches the stream (same size and weights), else they are None.
     """
     with ContainerReader(src) as reader:
         header, size, n_packets = reader.header, reader.size, len(reader)
+        for i in range(n_packets):  # every packet's CRC: a damaged file is never described as healthy
+            reader.read_packet(i)
     plan = _plan_of(header)
     voxels = math.prod(header.shape)
     meta: dict[str, Any] = {
