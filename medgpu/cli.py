@@ -112,6 +112,8 @@ class OneLineErrorGroup(TyperGroup):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        if rv == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent Exit(130)
+            _fail("interrupted", 130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -190,8 +190,10 @@ def test_non_finite_voxels_are_reported(tmp_path):
     assert report["nonfinite_voxels"] == {"nan": 2, "posinf": 1, "neginf": 0}
 
 
-def test_sigterm_leaves_no_partial_output(tmp_path):
-    """A terminated compress (batch schedulers send SIGTERM) removes its temporary files."""
+@pytest.mark.parametrize(("sig", "code", "message"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_stopped_compress_leaves_no_partial_output(tmp_path, sig, code, message):
+    """A terminated (batch schedulers send SIGTERM) or interrupted (Ctrl-C) compress says so in
+    one line and removes its temporary files."""
     import signal
     import time
 
@@ -199,12 +201,14 @@ def test_sigterm_leaves_no_partial_output(tmp_path):
     nibabel.save(nibabel.Nifti1Image(np.random.default_rng(0).integers(0, 4000, (256, 256, 60), dtype=np.int16),
                                      np.eye(4)), str(big))
     proc = subprocess.Popen([sys.executable, "-m", "medgpu", "compress", str(big), "-o", str(tmp_path / "big.mgpu"),
-                             "--no-progress", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+                             "--no-progress", "--device", "cpu"], stderr=subprocess.PIPE, text=True,
+                            # a test run started in the background inherits an ignored SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip() == "medgpu: error: terminated"
+    assert proc.returncode == code and err.strip() == f"medgpu: error: {message}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nii.gz"]
