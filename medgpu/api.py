@@ -17,6 +17,7 @@ import numpy as np
 from medgpu.bitstream.container import ContainerReader, StreamHeader, atomic_paths, write_container
 from medgpu.bitstream.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
 from medgpu.errors import (
+    CorruptStreamError,
     DeviceError,
     FormatError,
     InputError,
@@ -26,7 +27,7 @@ from medgpu.errors import (
     WeightsMismatchError,
 )
 from medgpu.framing import DEFAULT_GOP, FramePlan, gops_for_slices, merge_slices, plan_for_volume, split_gops
-from medgpu.intensity import IntensityMapping
+from medgpu.intensity import IntensityMapping, decode_nonfinite, encode_nonfinite, restore_nonfinite
 from medgpu.adapt.config import AdaptConfig
 from medgpu.metrics import bits_per_voxel, data_range, psnr, psnr_per_slice
 from medgpu.volume import Volume
@@ -260,6 +261,13 @@ def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeC
     _check_weights(codec, header)
     h, w = plan.frame_shape
     table = plan.gops
+    codes = None
+    if "nonfinite_codes" in header.intensity:
+        try:
+            codes = decode_nonfinite(header.intensity["nonfinite_codes"], sum(g.length for g in table) * h * w)
+        except Exception:
+            raise CorruptStreamError("corrupt stream header: bad non-finite voxel mask") from None
+    starts = np.cumsum([0] + [g.length for g in table]) * h * w
     out: dict[int, np.ndarray] = {}
     if progress:
         progress(stage, 0, len(indices))
@@ -271,6 +279,8 @@ def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeC
         except Exception as exc:  # CRC passed, so this is a stream/codec inconsistency
             raise FormatError(f"cannot decode packet {i}: {exc}") from None
         out[i] = mapping.inverse(frames[:, 0].detach().cpu().numpy())
+        if codes is not None:
+            restore_nonfinite(out[i], codes[starts[i] : starts[i + 1]])
         if progress:
             progress(stage, n + 1, len(indices))
     return out
@@ -331,6 +341,10 @@ def compress(
     codec = codec if codec is not None else _load_codec(None, device)
     quality = _check_quality(quality, codec)
     mapping = IntensityMapping.fit(volume.array)
+    intensity = mapping.to_dict()
+    mask = encode_nonfinite(split_gops(volume.array, plan))
+    if mask is not None:  # NaN/inf positions are kept exactly, beside the lossy values
+        intensity["nonfinite_codes"] = mask
     header = StreamHeader(
         codec_id=codec.codec_id,
         weights_hash=bytes(codec.weights_hash),
@@ -339,7 +353,7 @@ def compress(
         dtype=np.dtype(volume.dtype).newbyteorder("=").str,
         slice_axis=plan.slice_axis,
         plan=plan.to_dict(),
-        intensity=mapping.to_dict(),
+        intensity=intensity,
         volume=_volume_meta(volume),
     )
     if adapt is True:

@@ -194,8 +194,7 @@ def compress(
     )
     bad = {k: v for k, v in report.get("nonfinite_voxels", {}).items() if v}
     if bad:
-        typer.echo("medgpu: warning: " + ", ".join(f"{v} {k}" for k, v in bad.items()) + " voxels are not kept "
-                   "(NaN and -inf decode as the minimum, +inf as the maximum)", err=True)
+        typer.echo("kept exactly: " + ", ".join(f"{v} {k}" for k, v in bad.items()) + " voxels")
 
 
 @app.command()

@@ -15,14 +15,15 @@ and float data are reproduced only up to float32 precision of the mapped value.
 Non-finite float values: ``fit`` ignores NaN/inf; ``forward`` maps NaN and -inf
 to 0 (the minimum) and +inf to 1 (the maximum). They are not restored by
 ``inverse``; their counts are recorded (``nan_count``, ``posinf_count``,
-``neginf_count``) so that a caller can tell, and store a mask if it must.
+``neginf_count``), and :func:`encode_nonfinite` / :func:`restore_nonfinite` keep their
+positions as a lossless mask (the stream header carries it; see ``medgpu.api``).
 Constant data map to 0.5 and invert to the constant exactly.
 """
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -240,3 +241,41 @@ def _chunked(src: np.ndarray, out: np.ndarray, fn: Callable[[np.ndarray], np.nda
     for start in range(0, flat_src.size, _CHUNK):
         stop = min(start + _CHUNK, flat_src.size)
         flat_out[start:stop] = fn(flat_src[start:stop])
+
+
+# ------------------------------------------------------------------ non-finite voxels
+
+NONFINITE_CODES = {1: np.nan, 2: np.inf, 3: -np.inf}
+"""Codes of the lossless non-finite mask: 0 finite, 1 NaN, 2 +inf, 3 -inf."""
+
+
+def encode_nonfinite(frames: Sequence[np.ndarray]) -> str | None:
+    """The positions of NaN/+inf/-inf in ``frames`` (GoPs in packet order), as zlib-compressed
+    uint8 codes in base64; None when every value is finite (or the dtype is integer)."""
+    import base64
+    import zlib
+
+    if not frames or np.dtype(frames[0].dtype).kind != "f" or all(np.isfinite(f).all() for f in frames):
+        return None
+    codes = np.concatenate([(np.isnan(f) * 1 + np.isposinf(f) * 2 + np.isneginf(f) * 3).astype(np.uint8).ravel()
+                            for f in frames])
+    return base64.b64encode(zlib.compress(codes.tobytes(), 9)).decode("ascii")
+
+
+def decode_nonfinite(text: str, count: int) -> np.ndarray:
+    """Inverse of :func:`encode_nonfinite`: ``count`` uint8 codes (flat, GoP frame order)."""
+    import base64
+    import zlib
+
+    codes = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8)
+    if codes.size != count or codes.max(initial=0) > 3:
+        raise ValueError("non-finite mask does not match the volume")
+    return codes
+
+
+def restore_nonfinite(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Put NaN/+inf/-inf back into decoded float ``values`` where ``codes`` (same size) say so."""
+    flat = values.reshape(-1)
+    for code, value in NONFINITE_CODES.items():
+        flat[codes.reshape(-1) == code] = value
+    return values

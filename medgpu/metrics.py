@@ -6,8 +6,10 @@ import numpy as np
 
 
 def data_range(volume: np.ndarray) -> float:
-    """Peak-to-peak range of the original data (at least 1 for constant volumes)."""
+    """Peak-to-peak range of the original data's finite values (at least 1 for constant volumes)."""
     v = np.asarray(volume)
+    if v.dtype.kind == "f" and not np.isfinite(v).all():
+        v = v[np.isfinite(v)]
     if v.size == 0:
         return 1.0
     r = float(np.max(v)) - float(np.min(v))
@@ -15,10 +17,21 @@ def data_range(volume: np.ndarray) -> float:
 
 
 def mse(original: np.ndarray, decoded: np.ndarray) -> float:
-    """Mean squared error in float64."""
+    """Mean squared error in float64 over the voxels where the original is finite; a voxel whose
+    non-finite value (NaN, +inf, -inf) is not reproduced exactly makes it ``inf``."""
     a = np.asarray(original, dtype=np.float64)
     b = np.asarray(decoded, dtype=np.float64)
-    return float(np.mean((a - b) ** 2)) if a.size else 0.0
+    if not a.size:
+        return 0.0
+    finite = np.isfinite(a)
+    if not finite.all():
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        if not same[~finite].all():
+            return float("inf")
+        a, b = a[finite], b[finite]
+        if not a.size:
+            return 0.0
+    return float(np.mean((a - b) ** 2))
 
 
 def psnr(original: np.ndarray, decoded: np.ndarray, peak: float | None = None) -> float:

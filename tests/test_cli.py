@@ -176,18 +176,25 @@ def test_errors_in_a_real_process(stream, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.nii.gz", "truncated.mgpu"]
 
 
-def test_non_finite_voxels_are_reported(tmp_path):
-    """NaN/inf cannot be kept by a lossy codec: compress says so on stderr and in the report."""
-    data = np.linspace(0, 100, 16 * 12 * 3, dtype=np.float32).reshape(16, 12, 3)
-    data[1, 2, 0] = data[3, 4, 1] = np.nan
+def test_non_finite_voxels_are_kept_exactly(tmp_path):
+    """NaN/+inf/-inf positions travel losslessly beside the lossy values (a mask in the header)."""
+    data = np.linspace(0, 100, 16 * 12 * 35, dtype=np.float32).reshape(16, 12, 35)
+    data[1, 2, 0] = data[3, 4, 31] = np.nan  # in the first and the second GoP
     data[5, 5, 2] = np.inf
+    data[6, 6, 33] = -np.inf
     src = tmp_path / "f.nii.gz"
     nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(src))
     result = run("compress", src, "-o", tmp_path / "f.mgpu", "--device", "cpu", "--no-progress", "--quality", "5")
     assert result.exit_code == 0, result.output
-    assert "warning: 2 nan, 1 posinf voxels are not kept" in result.stderr
+    assert "kept exactly: 2 nan, 1 posinf, 1 neginf voxels" in result.stdout
     report = json.loads((tmp_path / "f.mgpu.json").read_text())["report"]
-    assert report["nonfinite_voxels"] == {"nan": 2, "posinf": 1, "neginf": 0}
+    assert report["nonfinite_voxels"] == {"nan": 2, "posinf": 1, "neginf": 1} and np.isfinite(report["psnr"])
+    assert run("decompress", tmp_path / "f.mgpu", "-o", tmp_path / "d.nii.gz", "--device", "cpu").exit_code == 0
+    back = np.asarray(nibabel.load(str(tmp_path / "d.nii.gz")).dataobj)
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(data))
+    assert back[5, 5, 2] == np.inf and back[6, 6, 33] == -np.inf and np.isfinite(back).sum() == data.size - 4
+    part = api.decode_slices(tmp_path / "f.mgpu", 30, 35, codec=None, device="cpu")
+    assert np.isnan(part[3, 4, 1]) and part[6, 6, 3] == -np.inf
 
 
 @pytest.mark.parametrize(("sig", "code", "message"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])

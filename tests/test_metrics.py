@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from medgpu.metrics import bd_psnr, bd_rate, bits_per_voxel, psnr, psnr_per_slice
 
@@ -30,3 +31,14 @@ def test_bd_metrics_tolerate_lossless_and_repeated_points():
 
 def test_bits_per_voxel():
     assert bits_per_voxel(100, 800) == 1.0
+
+
+def test_non_finite_voxels_in_mse_and_range():
+    a = np.array([0.0, 10.0, np.nan, np.inf, 4.0])
+    from medgpu import metrics
+
+    assert metrics.data_range(a) == 10.0
+    same = np.array([1.0, 10.0, np.nan, np.inf, 4.0])
+    assert metrics.mse(a, same) == pytest.approx(1.0 / 3)  # over the 3 finite voxels
+    assert metrics.mse(a, np.array([0.0, 10.0, 0.0, np.inf, 4.0])) == np.inf  # a lost NaN
+    assert metrics.psnr(a, a) == np.inf
