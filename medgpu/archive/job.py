@@ -381,7 +381,7 @@ def archive(
             status = "finished"
         finally:
             if own_runner and runner is not None:
-                runner.close()
+                runner.close(abort=status != "finished")
             ledger.end_run(run_id, status)
         _remove_temporaries(dest)
         with contextlib.suppress(OSError):

@@ -7,7 +7,7 @@ All runners have the same small interface, used only by the coordinator:
 * ``results(timeout)``: the ``(tag, outcome)`` pairs finished so far (waiting up to
   ``timeout`` seconds for the first); ``outcome`` is the worker's result dict, or the
   exception that stopped it from returning one (a dead worker: retried by the coordinator);
-* ``close()``.
+* ``close(abort)``: stop; ``abort`` after Ctrl-C or an error stops work in flight at once.
 
 Local worker processes are started with ``spawn`` (no fork of a process that has torch
 threads), ignore SIGINT (the coordinator handles Ctrl-C) and exit by themselves when their
@@ -39,7 +39,7 @@ class Runner(Protocol):
 
     def results(self, timeout: float) -> list[tuple[str, Outcome]]: ...
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
 
 class SequentialRunner:
@@ -65,7 +65,7 @@ class SequentialRunner:
         except Exception as exc:  # run_task reports its own failures; this is a bug or a test hook
             return [(tag, exc)]
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self._queue.clear()
 
 
@@ -134,9 +134,20 @@ class ProcessRunner:
             self._reset()
         return out
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Finish and stop the workers; with ``abort`` (Ctrl-C, an error) stop them now,
+        leaving their series ``running`` in the ledger for the next run to redo (as after a
+        SIGKILL) rather than waiting for them, or hanging in a pool the interrupt broke."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if abort:
+                procs = list((getattr(self._pool, "_processes", None) or {}).values())
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.join(timeout=10)
+            else:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._futures.clear()
 
@@ -206,7 +217,7 @@ class DaskRunner:
             fut.release()
         return out
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         for fut in list(self._futures):
             fut.cancel()
         self._futures.clear()
