@@ -262,12 +262,12 @@ def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeC
     h, w = plan.frame_shape
     table = plan.gops
     codes = None
-    if "nonfinite_codes" in header.intensity:
+    if "nonfinite_codes" in header.intensity:  # voxel offsets of the GoPs in the flat mask
+        starts = np.cumsum([0] + [g.length for g in table]) * h * w
         try:
-            codes = decode_nonfinite(header.intensity["nonfinite_codes"], sum(g.length for g in table) * h * w)
+            codes = decode_nonfinite(header.intensity["nonfinite_codes"], int(starts[-1]))
         except Exception:
             raise CorruptStreamError("corrupt stream header: bad non-finite voxel mask") from None
-    starts = np.cumsum([0] + [g.length for g in table]) * h * w
     out: dict[int, np.ndarray] = {}
     if progress:
         progress(stage, 0, len(indices))
@@ -341,10 +341,10 @@ def compress(
     codec = codec if codec is not None else _load_codec(None, device)
     quality = _check_quality(quality, codec)
     mapping = IntensityMapping.fit(volume.array)
+    gops = split_gops(volume.array, plan)
     intensity = mapping.to_dict()
-    mask = encode_nonfinite(split_gops(volume.array, plan))
-    if mask is not None:  # NaN/inf positions are kept exactly, beside the lossy values
-        intensity["nonfinite_codes"] = mask
+    if mapping.nan_count or mapping.posinf_count or mapping.neginf_count:
+        intensity["nonfinite_codes"] = encode_nonfinite(gops)  # kept exactly, beside the lossy values
     header = StreamHeader(
         codec_id=codec.codec_id,
         weights_hash=bytes(codec.weights_hash),
@@ -360,15 +360,11 @@ def compress(
         adapt = AdaptConfig()
     adapt = adapt or None
     if adapt is not None:
-        try:
-            adapt.validate()
-        except ValueError as exc:
-            raise OptionError(str(exc)) from None
+        adapt.validate()
     adapt_reports: list[dict] = []
     with atomic_paths(stream, side) as (tmp_stream, tmp_side):
         t0 = time.perf_counter()
-        packets = _encode_packets(split_gops(volume.array, plan), mapping, codec, quality, device, progress,
-                                  adapt, adapt_reports)
+        packets = _encode_packets(gops, mapping, codec, quality, device, progress, adapt, adapt_reports)
         size = write_container(tmp_stream, header, packets)
         t1 = time.perf_counter()
         with ContainerReader(tmp_stream) as reader:

@@ -126,7 +126,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _volume_name(path: Path) -> str:
+def volume_name(path: Path) -> str:
+    """A volume's file name without .nii.gz / .nii / .dcm."""
     name = path.name
     for suffix in (".nii.gz", ".nii", ".dcm"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
@@ -582,7 +583,7 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="medgpu_bench_") as td:
         for src in volumes:
             volume = _read_volume(src)
-            name = _volume_name(Path(src))
+            name = volume_name(Path(src))
             names_seen[name] = names_seen.get(name, 0) + 1
             if names_seen[name] > 1:
                 name = f"{name}#{names_seen[name]}"

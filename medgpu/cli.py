@@ -177,14 +177,9 @@ def compress(
 ) -> None:
     """Compress a volume to OUT.mgpu plus an OUT.mgpu.json sidecar with the report."""
     from medgpu import api
-    from medgpu.errors import OptionError
 
-    config = AdaptConfig(steps=adapt_steps, patch=adapt_patch, frames=adapt_frames, scope=adapt_scope)
-    try:
-        config.validate()  # also without --adapt: a bad value is a mistake either way
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
-    config = config if adapt else None
+    config = AdaptConfig(steps=adapt_steps, patch=adapt_patch, frames=adapt_frames, scope=adapt_scope).validate()
+    config = config if adapt else None  # validated either way: a bad --adapt-* value is a mistake
     with _progress(not no_progress) as progress:
         report = api.compress(src, out, quality=quality, gop=gop, slice_axis=slice_axis, device=device,
                               progress=progress, overwrite=force, adapt=config)

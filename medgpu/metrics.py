@@ -8,8 +8,10 @@ import numpy as np
 def data_range(volume: np.ndarray) -> float:
     """Peak-to-peak range of the original data's finite values (at least 1 for constant volumes)."""
     v = np.asarray(volume)
-    if v.dtype.kind == "f" and not np.isfinite(v).all():
-        v = v[np.isfinite(v)]
+    if v.dtype.kind == "f":
+        finite = np.isfinite(v)
+        if not finite.all():
+            v = v[finite]
     if v.size == 0:
         return 1.0
     r = float(np.max(v)) - float(np.min(v))

@@ -55,17 +55,21 @@ VARIANTS = {
 }
 
 
+def cropped_gops(path: Path, size: int, gop: int) -> tuple[list[np.ndarray], IntensityMapping, float]:
+    """The GoPs of a volume (centre crop of at most ``size`` pixels), its mapping and peak."""
+    vol = load_volume(path)
+    out = []
+    for frames in split_gops(vol.array, plan_for_volume(vol, gop=gop)):
+        h, w = frames.shape[1:]
+        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        out.append(frames[:, top : top + size, left : left + size])
+    return out, IntensityMapping.fit(vol.array), data_range(vol.array)
+
+
 def first_gop(path: Path, size: int, gop: int) -> tuple[torch.Tensor, IntensityMapping, np.ndarray, float]:
     """Frames [T,1,h,w] in [0,1] of the first GoP (centre crop), its mapping, originals, peak."""
-    vol = load_volume(path)
-    plan = plan_for_volume(vol, gop=gop)
-    frames = split_gops(vol.array, plan)[0]
-    h, w = frames.shape[1:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    frames = frames[:, top : top + size, left : left + size]
-    mapping = IntensityMapping.fit(vol.array)
-    x = torch.from_numpy(mapping.forward(frames)).unsqueeze(1)
-    return x, mapping, frames, data_range(vol.array)
+    gops, mapping, peak = cropped_gops(path, size, gop)
+    return torch.from_numpy(mapping.forward(gops[0])).unsqueeze(1), mapping, gops[0], peak
 
 
 def code(codec, x, q, mapping, original, peak, cfg: AdaptConfig | None, mode: str):
@@ -294,16 +298,10 @@ def main() -> int:
         print(json.dumps(timing), flush=True)
     carry = {}
     if args.carry:
-        vol = Path(args.val) / "ct_chest_radiomics_lung1.nii.gz"
-        v = load_volume(vol)
-        plan = plan_for_volume(v, gop=args.gop)
-        mapping = IntensityMapping.fit(v.array)
-        peak = data_range(v.array)
+        gops, mapping, peak = cropped_gops(Path(args.val) / "ct_chest_radiomics_lung1.nii.gz", args.size, args.gop)
         for carry_over in (False, True):
             total_bits, decoded, originals, prev, costs = 0, [], [], None, []
-            for frames in split_gops(v.array, plan):
-                h, w = frames.shape[1:]
-                frames = frames[:, (h - args.size) // 2 : (h + args.size) // 2, (w - args.size) // 2 : (w + args.size) // 2]
+            for frames in gops:
                 xx = torch.from_numpy(mapping.forward(frames)).unsqueeze(1)
                 cfg = AdaptConfig(steps=args.steps, patch=args.patch, carry_over=carry_over)
                 payload, prev, _ = encode_adapted_gop(codec, xx, 42, cfg, prev if carry_over else None, args.mode)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from medgpu.errors import OptionError
+
 
 LEARNING_RATES = {"adapters": 1e-2, "full": 3e-4}
 """Default Adam step per scope, probed on the first 30x256x256 GoP of the val CT at quality 42
@@ -25,17 +27,17 @@ class AdaptConfig:
     carry_over: bool = True  # start each GoP from the previous GoP's adapters
 
     def validate(self) -> "AdaptConfig":
-        """Raise ``ValueError`` naming the first out-of-range setting."""
+        """Raise :class:`~medgpu.errors.OptionError` (a ``ValueError``) naming the first
+        out-of-range setting."""
         if self.steps < 0:
-            raise ValueError(f"--adapt-steps must be >= 0, got {self.steps}")
+            raise OptionError(f"--adapt-steps must be >= 0, got {self.steps}")
         if self.patch < 16:
-            raise ValueError(f"--adapt-patch must be >= 16 pixels, got {self.patch}")
+            raise OptionError(f"--adapt-patch must be >= 16 pixels, got {self.patch}")
         if self.frames is not None and self.frames < 1:
-            raise ValueError(f"--adapt-frames must be >= 1, got {self.frames}")
-        if self.scope not in ("adapters", "full"):
-            raise ValueError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
+            raise OptionError(f"--adapt-frames must be >= 1, got {self.frames}")
+        self._check_scope()
         if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"adaptation learning rate must be > 0, got {self.lr}")
+            raise OptionError(f"adaptation learning rate must be > 0, got {self.lr}")
         return self
 
     @property
@@ -43,9 +45,12 @@ class AdaptConfig:
         """The Adam step size in use: ``lr``, or the default of the scope."""
         if self.lr is not None:
             return self.lr
-        if self.scope not in LEARNING_RATES:
-            raise ValueError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
+        self._check_scope()
         return LEARNING_RATES[self.scope]
+
+    def _check_scope(self) -> None:
+        if self.scope not in LEARNING_RATES:
+            raise OptionError(f"--adapt-scope must be 'adapters' or 'full', got {self.scope!r}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "lr": self.learning_rate}

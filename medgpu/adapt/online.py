@@ -22,7 +22,7 @@ from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.gop import pad_frames
 from medgpu.codec.inter import InterCodec, Reference
 from medgpu.codec.intra import IntraCodec
-from medgpu.codec.quality import lam
+from medgpu.codec.quality import lagrangian_cost, lam
 
 if TYPE_CHECKING:  # pragma: no cover
     from medgpu.codec.registry import VolumeCodec
@@ -102,7 +102,7 @@ def rd_cost(frames: torch.Tensor, recon: torch.Tensor, payload: bytes, quality: 
     """Real rate-distortion cost of a coded GoP: lambda(q) * MSE + bits per pixel, from the
     payload's bytes and the decoder's reconstruction (both [T,1,H,W] in [0,1])."""
     mse = float(((recon.float().cpu() - frames.float().cpu()) ** 2).mean())
-    return lam(quality) * mse + 8 * len(payload) / frames[:, 0].numel()
+    return lagrangian_cost(quality, mse, len(payload), frames[:, 0].numel())
 
 
 def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int, config: AdaptConfig,

@@ -49,6 +49,7 @@ from medgpu.errors import (
     TruncatedStreamError,
     UnsupportedVersionError,
 )
+from medgpu.volume import normalize_slice_axis
 
 MAGIC = b"\x89MGPU\r\n\x1a"
 END_MARKER = b"MGPE"
@@ -124,8 +125,11 @@ class StreamHeader:
         shape = data["shape"]
         if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
             raise CorruptStreamError("corrupt stream header: bad shape")
-        if not (0 <= data["slice_axis"] < len(shape) or (len(shape) == 2 and data["slice_axis"] == 2)):  # 2D: one slice
-            raise CorruptStreamError("corrupt stream header: slice axis outside the shape")
+        try:  # the rule the frame plan follows (2-D data: one slice along axis 2)
+            if normalize_slice_axis(data["slice_axis"], min(len(shape), 3)) != data["slice_axis"]:
+                raise ValueError("negative slice axis")
+        except ValueError:
+            raise CorruptStreamError("corrupt stream header: slice axis outside the shape") from None
         try:
             weights_hash = bytes.fromhex(data["weights_sha256"])
         except ValueError:

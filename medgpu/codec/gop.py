@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from medgpu.codec.entropy import SymbolCoder, SymbolRecorder
 from medgpu.codec.inter import InterCodec
 from medgpu.codec.intra import IntraCodec
-from medgpu.codec.quality import lam
+from medgpu.codec.quality import lagrangian_cost
 
 P_FRAME, I_FRAME = 0, 1
 
@@ -94,7 +94,7 @@ class GopCoder:
     def _cost(rec: SymbolRecorder, frame: torch.Tensor, target: torch.Tensor, h: int, w: int, quality: int) -> float:
         """lambda * MSE + bits per pixel of a trial encode (on the unpadded frame)."""
         mse = float(((frame[..., :h, :w] - target[..., :h, :w]) ** 2).mean())
-        return lam(quality) * mse + 8.0 * rec.num_bytes() / (h * w)
+        return lagrangian_cost(quality, mse, rec.num_bytes(), h * w)
 
     @torch.no_grad()
     def decode(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,

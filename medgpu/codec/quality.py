@@ -47,6 +47,11 @@ def lam(q: int) -> float:
     return float(la ** (1 - r / STEP) * lb ** (r / STEP))
 
 
+def lagrangian_cost(quality: int, mse: float, num_bytes: int, pixels: int) -> float:
+    """Real rate-distortion cost: lambda(quality) * MSE (codec range [0, 1]) + bits per pixel."""
+    return lam(quality) * mse + 8.0 * num_bytes / pixels
+
+
 def interp_index(indices: torch.Tensor, q: int) -> torch.Tensor:
     """Exact integer interpolation of per-anchor integer scale indices [A, C] -> [C]."""
     a, b, r = split(q)
