@@ -63,6 +63,7 @@ from medgpu.bench import (  # noqa: E402
     write_csv_json,
 )
 from medgpu.errors import InputError  # noqa: E402
+from medgpu.framing import plan_for_volume  # noqa: E402
 from medgpu.metrics import bits_per_voxel  # noqa: E402
 from medgpu.volume import Volume  # noqa: E402
 
@@ -83,25 +84,7 @@ def load_array(path: Path) -> tuple[Volume, int]:
     from medgpu.io import load_volume
 
     vol = load_volume(str(path))
-    return vol, slice_axis_for(tuple(float(s) for s in vol.spacing), vol.array.shape)
-
-
-def slice_axis_for(spacing: Sequence[float], shape: Sequence[int] | None = None) -> int:
-    """medgpu's default slice axis or, without medgpu, the axis of largest spacing (ties: last)."""
-    try:
-        from medgpu.framing import default_slice_axis
-    except ImportError:
-        try:
-            from medgpu.volume import default_slice_axis
-        except ImportError:
-            default_slice_axis = None
-    if default_slice_axis is not None:
-        try:
-            return int(default_slice_axis(spacing, shape=shape))
-        except TypeError:
-            return int(default_slice_axis(spacing))
-    sp = list(spacing[:3])
-    return max(range(len(sp)), key=lambda i: (round(sp[i], 3), i))
+    return vol, plan_for_volume(vol).slice_axis  # the axis `medgpu compress` uses
 
 
 def cropped_source(array: np.ndarray, vol: Volume, like: Path, out: Path) -> Path | Volume:
