@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medgpu.adapt import AdaptConfig, adapt_encoder, adapter_parameters, update_gop
-from medgpu.adapt.adapters import encoder_side_parameter_count
+from medgpu.adapt.adapters import Adapter, encoder_side_parameter_count
 from medgpu.adapt.online import encode_adapted_gop, patch_windows, rd_cost
 from medgpu.codec import load_codec
 
@@ -43,12 +44,43 @@ def test_adapters_only_touch_the_encoder_and_are_small(codec):
             continue
         assert "adapter" in name
     # every stock parameter is still there, unchanged, in the adapted copy
+    matched = 0
     for name, p in adapted.named_parameters():
-        key = name.replace(".block", "")
+        key = name.replace(".block", "").replace(".module", "")
         if key in stock:
             assert torch.equal(p, stock[key])
+            matched += 1
+    assert matched == len(stock)
     full = adapt_encoder(codec.inter, scope="full")
     assert sum(p.numel() for p in adapter_parameters(full)) == encoder_side_parameter_count(codec.inter)
+
+
+@pytest.mark.parametrize("cin,cout,stride,size", [(2, 2, 1, 16), (17, 32, 2, 16), (24, 32, 2, 15)])
+def test_adapter_computes_equation_one(cin, cout, stride, size):
+    """The fast forward equals the plain convolutions of eq. (1), stride on the first 1x1."""
+    torch.manual_seed(0)
+    a = Adapter(cin, cout, c_dw=8, k=3, stride=stride)
+    torch.nn.init.normal_(a.zero.weight)
+    x = torch.randn(2, cin, size, size)
+    h = F.leaky_relu(F.conv2d(x, a.pre.weight, a.pre.bias, stride=stride), 0.1)
+    h = F.leaky_relu(F.conv2d(h, a.dw.weight, a.dw.bias, padding=1, groups=8), 0.1)
+    want = F.conv2d(h, a.zero.weight, a.zero.bias)
+    got = a(x)
+    assert got.shape == (2, cout, -(-size // stride), -(-size // stride))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["adapters", "full"])
+def test_motion_estimation_passes_no_gradient_to_the_reference(codec, scope):
+    model = adapt_encoder(codec.inter, scope=scope)
+    cur = torch.rand(1, 1, 64, 64)
+    ref = torch.rand(1, 1, 64, 64, requires_grad=True)
+    flow = model.motion_estimation(cur, ref)
+    flow.square().sum().backward()
+    assert ref.grad is None
+    me = model.motion_estimation if scope == "full" else model.motion_estimation.block
+    grads = [p.grad is not None for p in me.parameters()]
+    assert grads and all(grads) == (scope == "full") and any(grads) == (scope == "full")
 
 
 def test_zero_steps_give_a_byte_identical_stream(codec):
