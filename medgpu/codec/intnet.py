@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgpu.codec.quant import ste_floor, ste_round
+from medgpu.codec.quant import bounded, ste_floor, ste_round
 
 ACT_BITS = 4  # activations are integers representing value * 2**ACT_BITS
 WEIGHT_BITS = 6  # weights are integers representing value * 2**WEIGHT_BITS
@@ -110,5 +110,5 @@ class ParamHead(nn.Module):
             idx = torch.floor((scale_raw + ACT_SCALE / 2) / ACT_SCALE).clamp(0, self.num_scales - 1)
             return mean, idx
         mean = ste_floor(mean_raw / 4.0) / 4.0
-        idx = ste_round(scale_raw / ACT_SCALE).clamp(0, self.num_scales - 1)
+        idx = bounded(ste_round(scale_raw / ACT_SCALE), 0, self.num_scales - 1)
         return mean, idx

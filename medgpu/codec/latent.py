@@ -10,7 +10,7 @@ from medgpu.codec.entropy import GaussianConditional, SymbolCoder
 from medgpu.codec.intnet import ExactSequential, ParamHead, to_fixed
 from medgpu.codec.layers import conv
 from medgpu.codec.quality import NUM_ANCHORS, interp_index
-from medgpu.codec.quant import ste_round
+from medgpu.codec.quant import bounded, ste_round
 
 
 def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
@@ -74,7 +74,7 @@ class LatentCodec(nn.Module):
 
     def z_index_train(self, anchor: torch.Tensor) -> torch.Tensor:
         """Scale index of z per sample for anchor-rate indices ``anchor`` [B] -> [B,Z,1,1]."""
-        return ste_round(self.z_scale[anchor].clamp(0, self.gaussian.num_scales - 1))[:, :, None, None]
+        return ste_round(bounded(self.z_scale[anchor], 0, self.gaussian.num_scales - 1))[:, :, None, None]
 
     def z_index(self, q: int) -> torch.Tensor:
         """Integer scale index of z per channel at quality ``q`` [Z]."""
