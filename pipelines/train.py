@@ -102,6 +102,21 @@ def _progress(meta: dict, stage: str, start: dict, step: int, t0: float, device,
     return out
 
 
+def reinit_contextual(inter) -> None:
+    """Fresh weights for the contextual latent path of a P-frame codec (the rest is kept)."""
+    from medgpu.codec.quality import anchor_log_scales
+
+    fresh = build_networks()[1]
+    for name in ("contextual_latent", ):
+        getattr(inter, name).load_state_dict(getattr(fresh, name).state_dict())
+    inter.contextual_encoder.d4.load_state_dict(fresh.contextual_encoder.d4.state_dict())
+    inter.contextual_decoder.head.load_state_dict(fresh.contextual_decoder.head.state_dict())
+    with torch.no_grad():
+        for name in ("enc_scale", "dec_scale"):
+            getattr(inter, name).copy_(anchor_log_scales(getattr(inter, name).shape[1]))
+    print("re-initialised the contextual latent path")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=["intra", "motion", "inter"], required=True)
@@ -117,6 +132,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--export", action="store_true", help="write the shipped fp16 weights at the end")
+    ap.add_argument("--anchors", default="0,1,2,3", help="anchor rates to sample (indices into LAMBDAS)")
+    ap.add_argument("--reinit-contextual", action="store_true",
+                    help="re-initialise the P codec's contextual latent path (encoder output layer, hyperprior, "
+                         "decoder input layer, quantisation scales) before training: revives a collapsed latent "
+                         "(docs/codec.md, 'Known problem')")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,6 +145,8 @@ def main() -> None:
 
     intra, inter = build_networks()
     meta = load_start(intra, inter, args.run_dir, device)
+    if args.reinit_contextual:
+        reinit_contextual(inter)
     intra.to(device), inter.to(device)
     sampler = SequenceSampler(load_volumes(args.data), load_videos(args.data), seed=int(time.time()))
 
@@ -135,8 +157,9 @@ def main() -> None:
     else:
         params = [p for n, p in inter.named_parameters()]
     opt = torch.optim.Adam(params, lr=args.lr)
-    lam_table = torch.tensor(LAMBDAS, device=device)
-    anchors = torch.tensor(ANCHOR_QUALITIES, device=device)
+    chosen = [int(a) for a in args.anchors.split(",")]
+    lam_table = torch.tensor([LAMBDAS[a] for a in chosen], device=device)
+    anchors = torch.tensor([ANCHOR_QUALITIES[a] for a in chosen], device=device)
     stage_meta = dict(meta.get(args.stage, {"steps": 0, "seconds": 0.0}))
     t0, step, log = time.time(), 0, []
     frames = 1 if args.stage == "intra" else max(2, args.frames)
