@@ -22,18 +22,18 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
 import torch
 
 
 def centre_pair(path: str, size: int) -> torch.Tensor:
-    """Slices n/2 and n/2+1 of the volume, centre-cropped to a multiple of 64, as [2,1,h,w]."""
-    from medgpu.api import _read_volume
+    """Frames n/2-1 and n/2 of the volume's first video (the frames `medgpu compress` codes),
+    centre-cropped to a multiple of 64, in [0, 1], as [2,1,h,w]."""
+    from medgpu.framing import plan_for_volume, to_videos
     from medgpu.intensity import IntensityMapping
+    from medgpu.io import load_volume
 
-    volume = _read_volume(path)
-    array = volume.array if volume.array.ndim == 3 else volume.array[..., 0]
-    frames = np.moveaxis(array, volume.slice_axis() if volume.array.ndim == 3 else 2, 0)
+    volume = load_volume(path)
+    frames = to_videos(volume.array, plan_for_volume(volume))[0]
     t = max(0, frames.shape[0] // 2 - 1)
     h = min(size, frames.shape[1] // 64 * 64)
     w = min(size, frames.shape[2] // 64 * 64)
@@ -41,20 +41,28 @@ def centre_pair(path: str, size: int) -> torch.Tensor:
         raise SystemExit(f"{path}: slices smaller than 64 pixels")
     r0, c0 = (frames.shape[1] - h) // 2, (frames.shape[2] - w) // 2
     pair = frames[t : t + 2, r0 : r0 + h, c0 : c0 + w]
-    return torch.from_numpy(IntensityMapping.fit(array).forward(pair))[:, None]
+    return torch.from_numpy(IntensityMapping.fit(volume.array).forward(pair))[:, None]
 
 
-def latent_stats(y: torch.Tensor, heads: dict, likelihoods: torch.Tensor, pixels: int) -> dict:
-    """Active channels, share of scale indices below 0 and estimated bpp of one latent."""
+def latent_stats(seen: dict, pixels: int) -> dict:
+    """Active channels, share of scale indices below 0 and estimated bpp of one latent, from
+    what the hooks in :func:`main` saw: ``y``, its likelihoods ``lik`` and, per checkerboard
+    half, the head's (mean, scale index as asked for before clamping)."""
     from medgpu.codec.latent import checkerboard
 
+    y = seen["y"]
     mask = checkerboard(y.shape[2], y.shape[3], y.device)
-    mean = torch.where(mask, heads["anchor"][0], heads["nonanchor"][0])
-    raw = torch.where(mask, heads["anchor"][1], heads["nonanchor"][1])
+    mean = torch.where(mask, seen["anchor"][0], seen["nonanchor"][0])
+    raw = torch.where(mask, seen["anchor"][1], seen["nonanchor"][1])
     nonzero = (torch.round(y - mean) != 0).float().mean((0, 2, 3))
     return {"active": int((nonzero > 0.01).sum()), "channels": int(y.shape[1]),
             "below0": float((torch.round(raw) < 0).float().mean()),
-            "bpp": float((-torch.log2(likelihoods)).sum()) / pixels}
+            "bpp": float((-torch.log2(seen["lik"])).sum()) / pixels}
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of two [0, 1] tensors."""
+    return -10 * math.log10(float(((a - b) ** 2).mean()))
 
 
 def main() -> int:
@@ -74,9 +82,15 @@ def main() -> int:
     parts = {"I y": codec.intra.latent, "P motion": codec.inter.motion_latent, "P contextual": codec.inter.contextual_latent}
     seen: dict[str, dict] = {name: {} for name in parts}
 
-    def hook_head(name, which, channels):
-        def hook(module, inputs, output):  # the training-path mean and the raw scale index
-            seen[name][which] = (torch.floor(output[:, :channels] / 4.0) / 4.0, output[:, channels:] / ACT_SCALE)
+    def hook_head(name, which):
+        def hook(head, inputs, output):  # the mean the head gives
+            seen[name][which] = (output[0], seen[name].pop("raw"))
+        return hook
+
+    def hook_raw(name):
+        def hook(net, inputs, output):  # runs first, inside the head: the scale index before the clamp
+            channels = output.shape[1] // 2
+            seen[name]["raw"] = output[:, channels:] / ACT_SCALE
         return hook
 
     def hook_latent(name):
@@ -85,8 +99,10 @@ def main() -> int:
         return hook
 
     for name, lat in parts.items():
-        lat.anchor_head.net.register_forward_hook(hook_head(name, "anchor", lat.anchor_head.channels))
-        lat.nonanchor_head.net.register_forward_hook(hook_head(name, "nonanchor", lat.nonanchor_head.channels))
+        for which in ("anchor", "nonanchor"):
+            head = getattr(lat, f"{which}_head")
+            head.net.register_forward_hook(hook_raw(name))
+            head.register_forward_hook(hook_head(name, which))
         lat.register_forward_hook(hook_latent(name))
 
     print(f"{args.volume}: slices of {tuple(x.shape[2:])}; weights {args.weights or 'shipped'}")
@@ -95,12 +111,11 @@ def main() -> int:
         for q in [int(v) for v in args.qualities.split(",")]:
             qt = torch.tensor([q])
             out = codec.intra(x[0:1], qt)
-            ref = codec.inter.reference_from_intra(out["x_hat"].clamp(0, 1), out["y_hat"])
-            p_hat, _, _ = codec.inter(x[1:2], ref, qt)
-            psnr = {"I y": -10 * math.log10(float(((out["x_hat"].clamp(0, 1) - x[0:1]) ** 2).mean())),
-                    "P contextual": -10 * math.log10(float(((p_hat.clamp(0, 1) - x[1:2]) ** 2).mean()))}
+            i_hat = out["x_hat"].clamp(0, 1)
+            p_hat, _, _ = codec.inter(x[1:2], codec.inter.reference_from_intra(i_hat, out["y_hat"]), qt)
+            psnr = {"I y": psnr_db(i_hat, x[0:1]), "P contextual": psnr_db(p_hat.clamp(0, 1), x[1:2])}
             for name in parts:
-                stats = latent_stats(seen[name]["y"], seen[name], seen[name]["lik"], pixels)
+                stats = latent_stats(seen[name], pixels)
                 p = f"{psnr[name]:.2f} dB" if name in psnr else ""
                 print(f"{q:>3} {name:<13} {stats['active']:>4}/{stats['channels']:<4} {stats['below0']:>7.2f} "
                       f"{stats['bpp']:>7.4f}   {p}")

@@ -102,18 +102,15 @@ def _progress(meta: dict, stage: str, start: dict, step: int, t0: float, device,
     return out
 
 
-def reinit_contextual(inter) -> None:
-    """Fresh weights for the contextual latent path of a P-frame codec (the rest is kept)."""
-    from medgpu.codec.quality import anchor_log_scales
+CONTEXTUAL_PATH = ("contextual_latent.", "contextual_encoder.d4.", "contextual_decoder.head.", "enc_scale", "dec_scale")
+"""State-dict prefixes of a P-frame codec's contextual latent path: the encoder's output layer,
+the hyperprior and entropy model, the decoder's input layer and the quantisation scales."""
 
-    fresh = build_networks()[1]
-    for name in ("contextual_latent", ):
-        getattr(inter, name).load_state_dict(getattr(fresh, name).state_dict())
-    inter.contextual_encoder.d4.load_state_dict(fresh.contextual_encoder.d4.state_dict())
-    inter.contextual_decoder.head.load_state_dict(fresh.contextual_decoder.head.state_dict())
-    with torch.no_grad():
-        for name in ("enc_scale", "dec_scale"):
-            getattr(inter, name).copy_(anchor_log_scales(getattr(inter, name).shape[1]))
+
+def reinit_contextual(inter) -> None:
+    """Fresh (initial) weights for the contextual latent path of a P-frame codec; the rest is kept."""
+    fresh = build_networks()[1].state_dict()
+    inter.load_state_dict({k: v for k, v in fresh.items() if k.startswith(CONTEXTUAL_PATH)}, strict=False)
     print("re-initialised the contextual latent path")
 
 
