@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,17 +36,29 @@ from medgpu.codec.quality import ANCHOR_QUALITIES, LAMBDAS  # noqa: E402
 from medgpu.codec.registry import build_networks, export_state, load_state, weights_path  # noqa: E402
 
 
-def bits(likelihoods: dict) -> torch.Tensor:
-    """Total bits per sample summed over all latents: [B]."""
-    return sum((-torch.log2(l)).flatten(1).sum(1) for l in likelihoods.values())
+def bits(likelihoods: dict, weights: dict | None = None) -> torch.Tensor:
+    """Total bits per sample summed over all latents: [B]; ``weights`` scales named latents."""
+    weights = weights or {}
+    return sum(weights.get(k, 1.0) * (-torch.log2(l)).flatten(1).sum(1) for k, l in likelihoods.items())
 
 
-def rd_loss(x, x_hat, likelihoods, lam):
-    """Per-sample lambda * MSE + bits per pixel, averaged over the batch."""
+def rd_loss(x, x_hat, likelihoods, lam, weights: dict | None = None):
+    """Per-sample lambda * MSE + bits per pixel, averaged over the batch.
+
+    ``weights`` scales the rate of named latents in the loss (a warm-up); the reported bpp is unweighted."""
     pixels = x.shape[-1] * x.shape[-2]
     mse = ((x - x_hat) ** 2).flatten(1).mean(1)
     bpp = bits(likelihoods) / pixels
-    return (lam * mse + bpp).mean(), mse.mean().item(), bpp.mean().item()
+    loss_bpp = bpp if not weights else bits(likelihoods, weights) / pixels
+    return (lam * mse + loss_bpp).mean(), mse.mean().item(), bpp.mean().item()
+
+
+def rate_warmup_weight(step: int, warmup: int) -> float:
+    """Weight of the contextual latent's rate: 0 for the first half of ``warmup`` steps, then a linear
+    ramp to 1 at ``warmup`` (1 throughout when ``warmup`` is 0)."""
+    if warmup <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, (step - warmup / 2) / (warmup / 2))))
 
 
 def smoothness(flow: torch.Tensor) -> torch.Tensor:
@@ -102,16 +115,33 @@ def _progress(meta: dict, stage: str, start: dict, step: int, t0: float, device,
     return out
 
 
-CONTEXTUAL_PATH = ("contextual_latent.", "contextual_encoder.d4.", "contextual_decoder.head.", "enc_scale", "dec_scale")
-"""State-dict prefixes of a P-frame codec's contextual latent path: the encoder's output layer,
-the hyperprior and entropy model, the decoder's input layer and the quantisation scales."""
+MOTION_PATH = ("motion_estimation.", "motion_encoder.", "motion_latent.", "motion_decoder.", "mv_enc_scale", "mv_dec_scale")
+"""State-dict prefixes of a P-frame codec's motion path (estimation and motion coding)."""
+
+CONTEXTUAL_PATH = ("context.", "contextual_encoder.", "contextual_latent.", "contextual_decoder.", "feature_adaptor.",
+                   "enc_scale", "dec_scale")
+"""State-dict prefixes of a P-frame codec's contextual branch: temporal context mining, the contextual
+encoder, latent codec and decoder, the I-frame feature adaptor and the quantisation scales (everything
+but the motion path)."""
+
+
+REINIT_LATENT_GAIN = 16.0
+"""Gain on the contextual latent after a re-initialisation. Freshly initialised, the contextual encoder's
+output is 0.05-0.25 quantisation steps, so every symbol rounds to zero; under straight-through rounding the
+decoder then only ever sees the predicted means, learns to ignore the latent, and the latent never
+leaves zero. The gain (quantisation step divided by it, decoder input multiplied back, so the decoder sees
+the same magnitudes) makes the initial symbols span several steps."""
 
 
 def reinit_contextual(inter) -> None:
-    """Fresh (initial) weights for the contextual latent path of a P-frame codec; the rest is kept."""
+    """Fresh (initial) weights for the contextual branch of a P-frame codec, its latent scaled up by
+    :data:`REINIT_LATENT_GAIN`; the motion path is kept."""
     fresh = build_networks()[1].state_dict()
     inter.load_state_dict({k: v for k, v in fresh.items() if k.startswith(CONTEXTUAL_PATH)}, strict=False)
-    print("re-initialised the contextual latent path")
+    with torch.no_grad():
+        inter.enc_scale -= math.log(REINIT_LATENT_GAIN)
+        inter.dec_scale -= math.log(REINIT_LATENT_GAIN)
+    print("re-initialised the contextual branch")
 
 
 def main() -> None:
@@ -131,9 +161,14 @@ def main() -> None:
     ap.add_argument("--export", action="store_true", help="write the shipped fp16 weights at the end")
     ap.add_argument("--anchors", default="0,1,2,3", help="anchor rates to sample (indices into LAMBDAS)")
     ap.add_argument("--reinit-contextual", action="store_true",
-                    help="re-initialise the P codec's contextual latent path (encoder output layer, hyperprior, "
-                         "decoder input layer, quantisation scales) before training: revives a collapsed latent "
-                         "(docs/codec.md, 'Known problem')")
+                    help="re-initialise the P codec's contextual branch (context mining, contextual encoder, "
+                         "latent codec and decoder, feature adaptor, quantisation scales) before training: "
+                         "revives a collapsed branch (docs/codec.md, 'Known problem')")
+    ap.add_argument("--freeze-motion", action="store_true",
+                    help="inter stage: keep the motion path (estimation and motion coding) fixed")
+    ap.add_argument("--rate-warmup", type=int, default=0,
+                    help="inter stage: train the contextual latent without its rate for the first half of this "
+                         "many steps, then ramp its rate weight linearly to 1")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,7 +187,10 @@ def main() -> None:
     elif args.stage == "motion":
         params = list(inter.motion_estimation.parameters())
     else:
-        params = [p for n, p in inter.named_parameters()]
+        frozen = MOTION_PATH if args.freeze_motion else ()
+        for n, p in inter.named_parameters():
+            p.requires_grad_(not n.startswith(frozen))
+        params = [p for p in inter.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
     chosen = [int(a) for a in args.anchors.split(",")]
     lam_table = torch.tensor([LAMBDAS[a] for a in chosen], device=device)
@@ -178,9 +216,10 @@ def main() -> None:
                 out = intra(x[:, 0], q)
             ref = inter.reference_from_intra(out["x_hat"].detach(), out["y_hat"].detach())
             loss, mse, bpp = 0.0, 0.0, 0.0
+            w = rate_warmup_weight(step, args.rate_warmup)
             for t in range(1, frames):
                 x_hat, ref, lik = inter(x[:, t], ref, q)
-                l, m, b = rd_loss(x[:, t], x_hat, lik, lam)
+                l, m, b = rd_loss(x[:, t], x_hat, lik, lam, {"y": w, "z": w})
                 loss, mse, bpp = loss + l, mse + m / (frames - 1), bpp + b / (frames - 1)
         if time.time() - t0 > 0.85 * args.minutes * 60:  # final low-lr phase
             for g in opt.param_groups:
