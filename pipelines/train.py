@@ -49,7 +49,7 @@ def rd_loss(x, x_hat, likelihoods, lam, weights: dict | None = None):
     pixels = x.shape[-1] * x.shape[-2]
     mse = ((x - x_hat) ** 2).flatten(1).mean(1)
     bpp = bits(likelihoods) / pixels
-    loss_bpp = bpp if not weights else bits(likelihoods, weights) / pixels
+    loss_bpp = bpp if all(w == 1.0 for w in (weights or {}).values()) else bits(likelihoods, weights) / pixels
     return (lam * mse + loss_bpp).mean(), mse.mean().item(), bpp.mean().item()
 
 
@@ -168,7 +168,7 @@ def main() -> None:
                     help="inter stage: keep the motion path (estimation and motion coding) fixed")
     ap.add_argument("--rate-warmup", type=int, default=0,
                     help="inter stage: train the contextual latent without its rate for the first half of this "
-                         "many steps, then ramp its rate weight linearly to 1")
+                         "many steps of this run, then ramp its rate weight linearly to 1")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
