@@ -20,7 +20,6 @@ A healthy P-frame codec has active contextual channels whose number grows with t
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
@@ -61,8 +60,10 @@ def latent_stats(seen: dict, pixels: int) -> dict:
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of two [0, 1] tensors."""
-    return -10 * math.log10(float(((a - b) ** 2).mean()))
+    """PSNR of two [0, 1] tensors (``medgpu.metrics.psnr`` with peak 1)."""
+    from medgpu.metrics import psnr
+
+    return psnr(b.numpy(), a.numpy(), peak=1.0)
 
 
 def main() -> int:

@@ -36,10 +36,9 @@ from medgpu.codec.quality import ANCHOR_QUALITIES, LAMBDAS  # noqa: E402
 from medgpu.codec.registry import build_networks, export_state, load_state, weights_path  # noqa: E402
 
 
-def bits(likelihoods: dict, weights: dict | None = None) -> torch.Tensor:
-    """Total bits per sample summed over all latents: [B]; ``weights`` scales named latents."""
-    weights = weights or {}
-    return sum(weights.get(k, 1.0) * (-torch.log2(l)).flatten(1).sum(1) for k, l in likelihoods.items())
+def bits(likelihoods: dict) -> dict:
+    """Bits per sample of each latent: {name: [B]}."""
+    return {k: (-torch.log2(l)).flatten(1).sum(1) for k, l in likelihoods.items()}
 
 
 def rd_loss(x, x_hat, likelihoods, lam, weights: dict | None = None):
@@ -48,8 +47,10 @@ def rd_loss(x, x_hat, likelihoods, lam, weights: dict | None = None):
     ``weights`` scales the rate of named latents in the loss (a warm-up); the reported bpp is unweighted."""
     pixels = x.shape[-1] * x.shape[-2]
     mse = ((x - x_hat) ** 2).flatten(1).mean(1)
-    bpp = bits(likelihoods) / pixels
-    loss_bpp = bpp if all(w == 1.0 for w in (weights or {}).values()) else bits(likelihoods, weights) / pixels
+    per_latent = bits(likelihoods)
+    bpp = sum(per_latent.values()) / pixels
+    weights = weights or {}
+    loss_bpp = sum(weights.get(k, 1.0) * b for k, b in per_latent.items()) / pixels
     return (lam * mse + loss_bpp).mean(), mse.mean().item(), bpp.mean().item()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,6 @@ TRAIN = Path(__file__).resolve().parents[2] / "pipelines" / "train.py"
 def train():
     spec = importlib.util.spec_from_file_location("medgpu_pipelines_train", TRAIN)
     module = importlib.util.module_from_spec(spec)
-    import sys
-
     sys.path.insert(0, str(TRAIN.parent))
     try:
         spec.loader.exec_module(module)
