@@ -5,7 +5,7 @@ docs/adaptation.md, "Learning-rate probe").
     python pipelines/probe_adapt_lr.py ct_chest_radiomics_lung1.nii.gz 256 42 0:0:adapters 2:1e-2:adapters 2:3e-4:full
 
 Arguments: val volume, centre-crop size, quality, then one ``EPOCHS:LR:SCOPE`` per point
-(``0:...`` = the stock encoder). Each point prints real bits per voxel, PSNR over the volume's
+(``0:...`` = the stock encoder), optionally ``:noisy`` for the noisy rate estimate. Each point prints real bits per voxel, PSNR over the volume's
 data range, the real RD cost and the update time, coding the first GoP with forced P-frames.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     x, mapping, original, peak = first_gop(VAL / name, size, 30)
     print(name, tuple(x.shape), flush=True)
     for spec in argv[3:]:
-        steps, lr, scope = spec.split(":")
-        cfg = None if steps == "0" else AdaptConfig(steps=int(steps), lr=float(lr), scope=scope)
+        steps, lr, scope, *rate = spec.split(":")
+        cfg = None if steps == "0" else AdaptConfig(steps=int(steps), lr=float(lr), scope=scope, rate=(rate or ["rounded"])[0])
         t = time.time()
         bpv, p, secs, rep = code(codec, x, q, mapping, original, peak, cfg, "p")
         print(json.dumps({"spec": spec, "bpv": round(bpv, 5), "psnr": round(p, 3), "rd_cost": round(rep["rd_cost"], 4),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -77,12 +76,30 @@ def load_start(intra, inter, run_dir: str, device) -> dict:
     shipped = weights_path()
     if shipped.is_file():
         with shipped.open("rb") as f:
-            load_state(intra, inter, torch.load(f, map_location="cpu", weights_only=True))
-        print("started from the shipped weights")
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        try:
+            load_state(intra, inter, state)
+            print("started from the shipped weights")
+        except RuntimeError:  # the networks changed since those weights: take what still fits
+            skipped = load_matching(intra, inter, state)
+            print(f"started from the shipped weights where they fit the networks ({len(skipped)} tensors left fresh)")
         meta_path = os.path.join(os.path.dirname(str(shipped)), "MODEL_CARD.json")
         if os.path.exists(meta_path):
             return json.load(open(meta_path)).get("training", {})
     return {}
+
+
+def load_matching(intra, inter, state: dict) -> list[str]:
+    """Load the tensors of a combined state dict whose names and shapes fit the networks;
+    returns the names of the networks' tensors left as they were."""
+    skipped = []
+    for prefix, net in (("intra.", intra), ("inter.", inter)):
+        own = net.state_dict()
+        fits = {k: state[prefix + k].to(v.dtype) for k, v in own.items()
+                if prefix + k in state and state[prefix + k].shape == v.shape}
+        net.load_state_dict(fits, strict=False)
+        skipped += [prefix + k for k in own if k not in fits]
+    return skipped
 
 
 def save(intra, inter, run_dir: str, meta: dict) -> None:
@@ -126,23 +143,60 @@ encoder, latent codec and decoder, the I-frame feature adaptor and the quantisat
 but the motion path)."""
 
 
-REINIT_LATENT_GAIN = 16.0
-"""Gain on the contextual latent after a re-initialisation. Freshly initialised, the contextual encoder's
-output is 0.05-0.25 quantisation steps, so every symbol rounds to zero; under straight-through rounding the
-decoder then only ever sees the predicted means, learns to ignore the latent, and the latent never
-leaves zero. The gain (quantisation step divided by it, decoder input multiplied back, so the decoder sees
-the same magnitudes) makes the initial symbols span several steps."""
+INTRA_TO_CONTEXTUAL = {
+    "encoder.0.": "contextual_encoder.s1.", "encoder.1.": "contextual_encoder.s2.",
+    "encoder.2.": "contextual_encoder.s3.", "encoder.3.": "contextual_encoder.d4.",
+    "decoder.0.": "contextual_decoder.head.", "decoder.1.": "contextual_decoder.u1.",
+    "decoder.2.": "contextual_decoder.u2.", "decoder.3.": "contextual_decoder.u3.",
+    "decoder.4.": "contextual_decoder.u4.", "decoder.5.": "contextual_decoder.res.",
+    "decoder.6.": "contextual_decoder.out.", "latent.": "contextual_latent.",
+    "enc_scale": "enc_scale", "dec_scale": "dec_scale",
+}
+"""Where each I-frame codec parameter goes in the P-frame codec's contextual branch (same layers)."""
+
+HEAD_INPUTS = {"anchor_head": ((0, 0),), "nonanchor_head": ((0, 0), (1, 2))}
+"""Input blocks of the latent codec's parameter heads, as (block in the I-frame head, block in the
+P-frame head), in units of ``hidden`` channels: the P-frame heads read [hyper, prior] (anchor) and
+[hyper, prior, checkerboard context] (non-anchor), the I-frame heads [hyper] and [hyper, context]."""
 
 
-def reinit_contextual(inter) -> None:
-    """Fresh (initial) weights for the contextual branch of a P-frame codec, its latent scaled up by
-    :data:`REINIT_LATENT_GAIN`; the motion path is kept."""
+NEW_IN_CONTEXTUAL = ("context.", "feature_adaptor.", "contextual_latent.prior_net.")
+"""State-dict prefixes of the contextual branch's parts that have no I-frame counterpart (with the
+context projections ``*.ctx*``): they start fresh or at zero in :func:`init_contextual_from_intra`."""
+
+
+def is_new_in_contextual(name: str) -> bool:
+    """Whether parameter ``name`` of a P-frame codec is one of the parts with no I-frame counterpart."""
+    return name.startswith(NEW_IN_CONTEXTUAL) or (name.startswith("contextual_") and ".ctx" in name)
+
+
+def init_contextual_from_intra(inter, intra) -> None:
+    """Start the P codec's contextual branch as the trained I-frame codec.
+
+    The contextual encoder, decoder, latent codec and quantisation scales take the I-frame
+    codec's weights; what the I-frame codec has no counterpart for (the context projections, the
+    temporal prior's inputs to the entropy heads) starts at zero, so the branch codes a frame
+    exactly as the I-frame codec does and training only has to learn what the reference adds.
+    Context mining and the feature adaptor are re-initialised; the motion path is kept.
+    (An earlier P codec trained from scratch collapsed: its latent carried nothing, docs/codec.md.)
+    """
     fresh = build_networks()[1].state_dict()
-    inter.load_state_dict({k: v for k, v in fresh.items() if k.startswith(CONTEXTUAL_PATH)}, strict=False)
-    with torch.no_grad():
-        inter.enc_scale -= math.log(REINIT_LATENT_GAIN)
-        inter.dec_scale -= math.log(REINIT_LATENT_GAIN)
-    print("re-initialised the contextual branch")
+    state = {k: v for k, v in fresh.items() if k.startswith(CONTEXTUAL_PATH)}
+    hidden = inter.contextual_latent.prior_net.layers[0].weight.shape[0]
+    for key, value in intra.state_dict().items():
+        prefix = next((p for p in INTRA_TO_CONTEXTUAL if key.startswith(p)), None)
+        if prefix is None:
+            continue
+        target = INTRA_TO_CONTEXTUAL[prefix] + key[len(prefix):]
+        head = next((h for h in HEAD_INPUTS if f".{h}.net.layers.0.weight" in target), None)
+        if head is not None:  # the first layer of a head reads more input blocks in the P codec
+            spliced = torch.zeros_like(state[target])
+            for src, dst in HEAD_INPUTS[head]:
+                spliced[:, dst * hidden:(dst + 1) * hidden] = value[:, src * hidden:(src + 1) * hidden]
+            value = spliced
+        state[target] = value.clone()
+    inter.load_state_dict(state, strict=False)
+    print("contextual branch initialised from the I-frame codec")
 
 
 def main() -> None:
@@ -156,15 +210,26 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=2, help="clip length for motion/inter (1 I-frame + P-frames)")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-step", type=int, default=2,
+                    help="clips take every k-th slice, k drawn from 1..max-step (larger: thicker slices, as in "
+                         "clinical CT and EPI)")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--export", action="store_true", help="write the shipped fp16 weights at the end")
     ap.add_argument("--anchors", default="0,1,2,3", help="anchor rates to sample (indices into LAMBDAS)")
-    ap.add_argument("--reinit-contextual", action="store_true",
-                    help="re-initialise the P codec's contextual branch (context mining, contextual encoder, "
-                         "latent codec and decoder, feature adaptor, quantisation scales) before training: "
-                         "revives a collapsed branch (docs/codec.md, 'Known problem')")
+    ap.add_argument("--init-contextual-from-intra", action="store_true",
+                    help="start the P codec's contextual branch (encoder, decoder, latent codec, scales) as the "
+                         "trained I-frame codec, with the temporal contexts and prior switched off, before "
+                         "training (docs/codec.md)")
+    ap.add_argument("--new-lr", type=float, default=0.0,
+                    help="inter stage: learning rate of the contextual branch's parts that the I-frame codec has "
+                         "no counterpart for (temporal context mining, context projections, feature adaptor, "
+                         "temporal prior); 0: --lr")
+    ap.add_argument("--rounded-rate", action="store_true",
+                    help="inter stage: rate from the likelihoods of the rounded symbols (straight-through), as the "
+                         "coder codes them, instead of uniform noise; noise over-prices latents that should be all "
+                         "zero (a zero symbol then costs ~0.15 bit at the scale noise makes optimal, ~0 when coded)")
     ap.add_argument("--freeze-motion", action="store_true",
                     help="inter stage: keep the motion path (estimation and motion coding) fixed")
     ap.add_argument("--rate-warmup", type=int, default=0,
@@ -178,10 +243,12 @@ def main() -> None:
 
     intra, inter = build_networks()
     meta = load_start(intra, inter, args.run_dir, device)
-    if args.reinit_contextual:
-        reinit_contextual(inter)
+    if args.init_contextual_from_intra:
+        init_contextual_from_intra(inter, intra)
+        meta = {**meta, "inter": {"steps": 0, "seconds": 0.0}, "inter_before_init_from_intra": meta.get("inter")}
     intra.to(device), inter.to(device)
-    sampler = SequenceSampler(load_volumes(args.data), load_videos(args.data), seed=int(time.time()))
+    sampler = SequenceSampler(load_volumes(args.data), load_videos(args.data), seed=int(time.time()),
+                              max_step=args.max_step)
 
     if args.stage == "intra":
         params = list(intra.parameters())
@@ -192,7 +259,14 @@ def main() -> None:
         for n, p in inter.named_parameters():
             p.requires_grad_(not n.startswith(frozen))
         params = [p for p in inter.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr)
+    groups = [{"params": params, "lr": args.lr}]
+    if args.new_lr and args.stage == "inter":
+        new = [p for n, p in inter.named_parameters() if p.requires_grad and is_new_in_contextual(n)]
+        ids = {id(p) for p in new}
+        groups = [{"params": [p for p in params if id(p) not in ids], "lr": args.lr}, {"params": new, "lr": args.new_lr}]
+    opt = torch.optim.Adam(groups)
+    for g in opt.param_groups:
+        g["start_lr"] = g["lr"]
     chosen = [int(a) for a in args.anchors.split(",")]
     lam_table = torch.tensor([LAMBDAS[a] for a in chosen], device=device)
     anchors = torch.tensor([ANCHOR_QUALITIES[a] for a in chosen], device=device)
@@ -219,12 +293,12 @@ def main() -> None:
             loss, mse, bpp = 0.0, 0.0, 0.0
             w = rate_warmup_weight(step, args.rate_warmup)
             for t in range(1, frames):
-                x_hat, ref, lik = inter(x[:, t], ref, q)
+                x_hat, ref, lik = inter(x[:, t], ref, q, noise=not args.rounded_rate)
                 l, m, b = rd_loss(x[:, t], x_hat, lik, lam, {"y": w, "z": w})
                 loss, mse, bpp = loss + l, mse + m / (frames - 1), bpp + b / (frames - 1)
         if time.time() - t0 > 0.85 * args.minutes * 60:  # final low-lr phase
             for g in opt.param_groups:
-                g["lr"] = args.lr * 0.2
+                g["lr"] = g["start_lr"] * 0.2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -45,8 +45,10 @@ def load_videos(root: str, max_frames: int = 120) -> list[np.ndarray]:
 class SequenceSampler:
     """Draws [B,T,1,S,S] float32 clips: T consecutive slices (or video frames)."""
 
-    def __init__(self, volumes: list[np.ndarray], videos: list[np.ndarray], seed: int = 0, video_share: float = 0.3) -> None:
+    def __init__(self, volumes: list[np.ndarray], videos: list[np.ndarray], seed: int = 0, video_share: float = 0.3,
+                 max_step: int = 2) -> None:
         self.rng = np.random.default_rng(seed)
+        self.max_step = max_step  # clips take every 1st..max_step-th slice (thicker slices than the source)
         self.volumes = volumes
         self.videos = videos
         self.video_share = video_share if videos else 0.0
@@ -78,7 +80,7 @@ class SequenceSampler:
             n, h, w = stack.shape
             if n < frames:
                 continue
-            step = int(self.rng.integers(1, 3)) if n >= 2 * frames else 1
+            step = int(self.rng.integers(1, max(1, min(self.max_step, (n - 1) // max(1, frames - 1))) + 1))
             start = int(self.rng.integers(0, n - step * (frames - 1)))
             idx = start + step * np.arange(frames)
             if self.rng.random() < 0.5:

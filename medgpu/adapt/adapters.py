@@ -1,7 +1,8 @@
 """Encoder-side adapters, paper eq. (1)-(3).
 
 ``adapt_encoder`` returns a copy of a P-frame codec whose encoder-only modules carry
-adapters (parallel beside each conv block of the motion and contextual encoders, serial
+adapters (parallel beside each of the four conv blocks of the motion encoder and of the
+contextual encoder, serial
 after motion estimation and the two hyper-prior encoders). Every module the decoder runs
 is left exactly as it was, and the adapters' last convolution starts at zero, so the copy
 codes exactly like the original until the adapters are trained.
@@ -45,14 +46,15 @@ class Adapter(nn.Module):
 
 
 class ParallelAdapted(nn.Module):
-    """F <- delta(F) + W_coding x F, eq. (2)."""
+    """F <- delta(F) + W_coding x F, eq. (2). Further inputs of the block (the temporal
+    context of a contextual-encoder stage) go to the block only."""
 
     def __init__(self, block: nn.Module, adapter: Adapter) -> None:
         super().__init__()
         self.block, self.adapter = block, adapter
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x) + self.adapter(x)
+    def forward(self, x: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
+        return self.block(x, *context) + self.adapter(x)
 
 
 class SerialAdapted(nn.Module):
@@ -90,7 +92,8 @@ class DetachedMotionEstimation(nn.Module):
 
 
 def _conv_of(block: nn.Module) -> nn.Conv2d:
-    """The convolution that sets a block's channels and stride."""
+    """The convolution that sets a block's channels and stride (of a ``Down`` block or a
+    contextual-encoder stage: its convolution of the features)."""
     return block if isinstance(block, nn.Conv2d) else block.conv
 
 
@@ -123,9 +126,8 @@ def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "ad
     for i, block in enumerate(mv):
         mv[i] = _parallel(block, c_dw, k)
     ce = new.contextual_encoder
-    for name in ("d1", "d2", "d3", "d4"):
+    for name in ("s1", "s2", "s3", "d4"):
         setattr(ce, name, _parallel(getattr(ce, name), c_dw, k))
-    ce.res = ParallelAdapted(ce.res, Adapter(ce.res.conv1.in_channels, ce.res.conv2.out_channels, c_dw, k))
     new.motion_estimation = SerialAdapted(DetachedMotionEstimation(new.motion_estimation), Adapter(2, 2, c_dw, k))
     for lat in (new.motion_latent, new.contextual_latent):
         z = lat.hyper_encoder.c3.out_channels

@@ -6,11 +6,16 @@ from dataclasses import asdict, dataclass
 from medgpu.errors import OptionError
 
 
-LEARNING_RATES = {"adapters": 1e-2, "full": 3e-4}
-"""Default Adam step per scope, probed on the first 30x256x256 GoP of the val CT at quality 42
-(forced P-frames; docs/adaptation.md has the table): zero-initialised adapters take large steps
-(1e-2 lowered the real RD cost more than 3e-3); moving every pretrained encoder weight diverged
-at 1e-3 and above, and 3e-4 did best of 1e-4, 3e-4 and 1e-3."""
+LEARNING_RATES = {"adapters": 1e-3, "full": 1e-4}
+"""Default Adam step per scope, probed with the shipped weights on the first GoP of the val CT
+and breast MR (128-pixel crop, quality 42, forced P-frames, 2 epochs; docs/adaptation.md has the
+table). The codec sits at a trained optimum, so only small steps help: adapters gained most at
+1e-3 and lost at 3e-3 (CT +2.6 %) and 1e-2 (+7 to +19 %); the full update did best at 1e-4."""
+
+
+RATE_ESTIMATES = ("rounded", "noisy")
+"""How the update's loss estimates the rate: from the likelihoods of the rounded symbols, as the
+coder will code them (straight-through gradient), or with pre-training's uniform-noise stand-in."""
 
 
 @dataclass
@@ -25,6 +30,7 @@ class AdaptConfig:
     c_dw: int = 8
     kernel: int = 3
     carry_over: bool = True  # start each GoP from the previous GoP's adapters
+    rate: str = "rounded"  # rate term: "rounded" (the symbols as coded, straight-through) or "noisy" (pre-training's)
 
     def validate(self) -> "AdaptConfig":
         """Raise :class:`~medgpu.errors.OptionError` (a ``ValueError``) naming the first
@@ -36,6 +42,8 @@ class AdaptConfig:
         if self.frames is not None and self.frames < 1:
             raise OptionError(f"--adapt-frames must be >= 1, got {self.frames}")
         self._check_scope()
+        if self.rate not in RATE_ESTIMATES:
+            raise OptionError(f"adaptation rate estimate must be one of {', '.join(RATE_ESTIMATES)}, got {self.rate!r}")
         if self.lr is not None and not self.lr > 0:
             raise OptionError(f"adaptation learning rate must be > 0, got {self.lr}")
         return self

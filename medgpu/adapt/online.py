@@ -37,16 +37,21 @@ def patch_windows(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int) -> torch.Tensor:
-    """Summed RD loss of the P-frames of ``x`` [T,1,h,w] coded from ``ref``."""
+def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int, noise: bool = False,
+                valid: tuple[int, int] | None = None) -> torch.Tensor:
+    """Summed RD loss of the P-frames of ``x`` [T,1,h,w] coded from ``ref``; ``noise`` selects
+    the noisy rate estimate instead of the rounded one (``AdaptConfig.rate``). ``valid`` (rows,
+    columns) is the part of the patch inside the frame, the rest being the stride padding: as
+    in the real cost, the distortion is taken there and the bits are per valid pixel."""
     qt = torch.tensor([q], device=x.device)
     lmb = lam(q)
-    pixels = x.shape[-1] * x.shape[-2]
+    vh, vw = valid or x.shape[-2:]
     loss = x.new_zeros(())
     for t in range(1, x.shape[0]):
-        x_hat, ref, lik = model(x[t : t + 1], ref, qt)
+        x_hat, ref, lik = model(x[t : t + 1], ref, qt, noise)
         bits = sum((-torch.log2(v)).sum() for v in lik.values())
-        loss = loss + lmb * torch.mean((x_hat - x[t : t + 1]) ** 2) + bits / pixels
+        mse = torch.mean((x_hat[..., :vh, :vw] - x[t : t + 1, :, :vh, :vw]) ** 2)
+        loss = loss + lmb * mse + bits / (vh * vw)
     return loss
 
 
@@ -59,6 +64,7 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
     t0 = time.time()
     device = next(inter.parameters()).device
     stride = max(intra.stride, inter.stride)
+    h0, w0 = frames.shape[-2:]
     x = pad_frames(frames.float().to(device), stride)
     if config.frames is not None:
         x = x[: max(2, config.frames)]
@@ -86,7 +92,8 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
     for _ in range(config.steps):
         te, total = time.time(), 0.0
         for r, c in windows:
-            loss = _chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality)
+            loss = _chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality,
+                               config.rate == "noisy", (min(ps_h, h0 - r), min(ps_w, w0 - c)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

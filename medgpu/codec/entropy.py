@@ -71,9 +71,13 @@ class GaussianConditional(nn.Module):
         return torch.exp(lo + (hi - lo) * idx / (self.num_scales - 1))
 
     def likelihood(self, y: torch.Tensor, mean: torch.Tensor, idx: torch.Tensor, noise: bool = True) -> torch.Tensor:
-        """Bin probability of ``y`` under N(mean, sigma(idx)); uniform noise replaces rounding."""
+        """Bin probability of ``y`` under N(mean, sigma(idx)).
+
+        ``noise=True`` (pre-training): uniform noise stands in for rounding. ``noise=False``:
+        the residual is rounded as the coder rounds it (straight-through gradient), so the
+        value is the probability of the symbol that will really be coded."""
         r = y - mean
-        r = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else torch.round(r)
+        r = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else ste_round(r)
         s = self.sigma(idx)
         c = 2**-0.5
         upper = 0.5 * torch.erfc(-(r + 0.5) / s * c)

@@ -12,10 +12,10 @@ from torch import nn
 
 from medgpu.codec.entropy import SymbolCoder
 from medgpu.codec.latent import LatentCodec
-from medgpu.codec.layers import Down, ResBlock, Up, conv, resize_flow, warp
+from medgpu.codec.layers import Down, ResBlock, Up, conv, resize_flow, warp, zero_conv
 from medgpu.codec.quality import anchor_log_scales, interp_log
 
-FEAT = 16  # channels of the reconstructed-frame feature carried from frame to frame
+FEAT = 16  # channels of the reference feature (extracted from a reconstructed frame)
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Reference:
     """Decoder state carried from one frame to the next (passed explicitly)."""
 
     frame: torch.Tensor  # [B,1,H,W] reconstruction
-    feature: torch.Tensor  # [B,FEAT,H,W]
+    feature: torch.Tensor  # [B,FEAT,H,W] features of ``frame`` (``InterCodec.reference``)
     y_hat: torch.Tensor  # [B,M,H/16,W/16] decoded latent (multiples of 1/4)
     m_hat: torch.Tensor | None  # [B,Mm,H/16,W/16] decoded motion latent, None after an I-frame
 
@@ -79,48 +79,66 @@ class ContextMining(nn.Module):
         return c1, c2, c3
 
 
+class ContextStage(nn.Module):
+    """One analysis stage of the contextual encoder: a stride-2 convolution of the features
+    plus a stride-2 projection of the temporal context at the same resolution, then a
+    residual block. The projection starts at zero, so a fresh stage is an I-frame stage."""
+
+    def __init__(self, cin: int, cctx: int, cout: int) -> None:
+        super().__init__()
+        self.conv = conv(cin, cout, 3, 2)
+        self.ctx = zero_conv(cctx, cout, 3, 2)
+        self.res = ResBlock(cout)
+
+    def forward(self, f: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.res(self.conv(f) + self.ctx(c))
+
+
 class ContextualEncoder(nn.Module):
-    """x_t and the contexts -> latent y at 1/16 resolution (encoder only)."""
+    """x_t and the contexts -> latent y at 1/16 resolution (encoder only).
+
+    The layers mirror the I-frame analysis transform (``IntraCodec.encoder``), with each
+    context (full, 1/2, 1/4 resolution) added in the stage that reads that resolution; the
+    pre-training starts it from the trained I-frame codec (``pipelines/train.py
+    --init-contextual-from-intra``)."""
 
     def __init__(self, m: int = 64, c2: int = 32, c3: int = 48) -> None:
         super().__init__()
-        self.d1 = conv(1 + FEAT, c2, 3, 2)
-        self.d2 = conv(2 * c2, c3, 3, 2)
-        self.d3 = conv(2 * c3, 64, 3, 2)
-        self.res = ResBlock(64)
-        self.d4 = conv(64, m, 3, 2)
+        self.s1 = ContextStage(1, FEAT, c2)  # 1 -> 1/2
+        self.s2 = ContextStage(c2, c2, c3)  # 1/2 -> 1/4
+        self.s3 = ContextStage(c3, c3, 64)  # 1/4 -> 1/8
+        self.d4 = conv(64, m, 3, 2)  # 1/8 -> 1/16
 
     def forward(self, x, c1, c2, c3):
-        f = F.leaky_relu(self.d1(torch.cat((x, c1), 1)), 0.1)
-        f = F.leaky_relu(self.d2(torch.cat((f, c2), 1)), 0.1)
-        f = self.d3(torch.cat((f, c3), 1))
-        return self.d4(self.res(f))
+        return self.d4(self.s3(self.s2(self.s1(x, c1), c2), c3))
 
 
 class ContextualDecoder(nn.Module):
-    """y_hat and the contexts -> reconstructed frame and its feature."""
+    """y_hat and the contexts -> reconstructed frame.
+
+    The layers mirror the I-frame synthesis transform (``IntraCodec.decoder``), with each
+    context added (through a zero-initialised convolution) where the features reach its
+    resolution. There is no shortcut around the latent: the frame is generated from y_hat
+    and the contexts together, as in DCVC-DC."""
 
     def __init__(self, m: int = 64, c2: int = 32, c3: int = 48) -> None:
         super().__init__()
         self.head = conv(m, 64)
-        self.u1 = Up(64, c3)  # 1/8
-        self.u2 = Up(c3, c3)  # 1/4
-        self.f3 = conv(2 * c3, c3)
-        self.u3 = Up(c3, c2)  # 1/2
-        self.f2 = conv(2 * c2, c2)
-        self.u4 = Up(c2, FEAT)  # 1/1
-        self.f1 = conv(2 * FEAT, FEAT)
-        self.gen = nn.Sequential(ResBlock(FEAT), ResBlock(FEAT))
+        self.u1 = Up(64, 48)  # 1/16 -> 1/8
+        self.u2 = Up(48, 32)  # 1/8 -> 1/4
+        self.ctx3 = zero_conv(c3, 32)
+        self.u3 = Up(32, 16)  # 1/4 -> 1/2
+        self.ctx2 = zero_conv(c2, 16)
+        self.u4 = Up(16, FEAT)  # 1/2 -> 1
+        self.ctx1 = zero_conv(FEAT, FEAT)
+        self.res = ResBlock(FEAT)
         self.out = conv(FEAT, 1)
-        nn.init.zeros_(self.out.weight)  # start as "copy the warped reference"
-        nn.init.zeros_(self.out.bias)
 
-    def forward(self, y_hat, c1, c2, c3, base):
+    def forward(self, y_hat, c1, c2, c3):
         f = self.u2(self.u1(self.head(y_hat)))
-        f = self.u3(F.leaky_relu(self.f3(torch.cat((f, c3), 1)), 0.1))
-        f = self.u4(F.leaky_relu(self.f2(torch.cat((f, c2), 1)), 0.1))
-        feat = self.gen(self.f1(torch.cat((f, c1), 1)))
-        return base + self.out(feat), feat
+        f = self.u3(f + self.ctx3(c3))
+        f = self.u4(f + self.ctx2(c2))
+        return self.out(self.res(f + self.ctx1(c1))) + 0.5
 
 
 class MotionEncoder(nn.Module):
@@ -159,38 +177,45 @@ class InterCodec(nn.Module):
         self.contextual_encoder = ContextualEncoder(m)
         self.contextual_latent = LatentCodec(m, z, hidden, prior_channels=m)
         self.contextual_decoder = ContextualDecoder(m)
-        self.feature_adaptor = conv(1, FEAT)  # lifts an I-frame reconstruction to a feature
+        self.feature_adaptor = nn.Sequential(conv(1, FEAT), ResBlock(FEAT))  # reference frame -> feature
         self.enc_scale = nn.Parameter(anchor_log_scales(m))
         self.dec_scale = nn.Parameter(anchor_log_scales(m))
         self.mv_enc_scale = nn.Parameter(anchor_log_scales(mm))
         self.mv_dec_scale = nn.Parameter(anchor_log_scales(mm))
 
+    def reference(self, frame: torch.Tensor, y_hat: torch.Tensor, m_hat: torch.Tensor | None) -> Reference:
+        """Reference state for the next P-frame. Its feature is extracted from the reconstructed
+        frame alone, after an I-frame and after a P-frame alike, so a P-frame sees the same kind of
+        reference wherever it stands in the GoP (a codec trained on short clips holds over 30 frames)."""
+        return Reference(frame, self.feature_adaptor(frame - 0.5), y_hat, m_hat)
+
     def reference_from_intra(self, frame: torch.Tensor, y_hat: torch.Tensor) -> Reference:
         """Reference state after an I-frame."""
-        return Reference(frame, self.feature_adaptor(frame - 0.5), y_hat, None)
+        return self.reference(frame, y_hat, None)
 
     def _decode_side(self, m_hat, y_hat, ref: Reference, q):
         """Everything the decoder runs after the latents are known."""
         flow = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
         c1, c2, c3 = self.context(ref.feature, flow)
-        base = warp(ref.frame, flow)
-        x_hat, feat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3, base)
-        return x_hat, feat, flow, (c1, c2, c3)
+        return self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3)
 
-    def forward(self, x: torch.Tensor, ref: Reference, q: torch.Tensor) -> tuple[torch.Tensor, Reference, dict]:
-        """Training pass on [B,1,H,W]; returns (x_hat, next reference, likelihoods)."""
+    def forward(self, x: torch.Tensor, ref: Reference, q: torch.Tensor,
+                noise: bool = True) -> tuple[torch.Tensor, Reference, dict]:
+        """Training pass on [B,1,H,W]; returns (x_hat, next reference, likelihoods).
+
+        ``noise=False`` gives the likelihoods of the symbols as they will be coded (rounded,
+        straight-through) instead of the pre-training's noisy stand-in."""
         anchor = torch.div(q, 21, rounding_mode="floor")
         flow = self.motion_estimation(x, ref.frame)
         m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, q)
-        m_hat, m_lik = self.motion_latent(m, anchor, ref.m_hat)
+        m_hat, m_lik = self.motion_latent(m, anchor, ref.m_hat, noise)
         flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
         c1, c2, c3 = self.context(ref.feature, flow_hat)
         y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, q)
-        y_hat, y_lik = self.contextual_latent(y, anchor, ref.y_hat)
-        base = warp(ref.frame, flow_hat)
-        x_hat, feat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3, base)
+        y_hat, y_lik = self.contextual_latent(y, anchor, ref.y_hat, noise)
+        x_hat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3)
         lik = {"m": m_lik["y"], "zm": m_lik["z"], "y": y_lik["y"], "z": y_lik["z"]}
-        return x_hat, Reference(x_hat, feat, y_hat, m_hat), lik
+        return x_hat, self.reference(x_hat, y_hat, m_hat), lik
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, ref: Reference, q: int, coder: SymbolCoder) -> Reference:
@@ -203,8 +228,8 @@ class InterCodec(nn.Module):
         c1, c2, c3 = self.context(ref.feature, flow_hat)
         y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, qt)
         y_hat = self.contextual_latent.compress(y, q, coder, ref.y_hat).to(x.device)
-        x_hat, feat, _, _ = self._decode_side(m_hat, y_hat, ref, qt)
-        return Reference(x_hat.clamp(0, 1), feat, y_hat, m_hat)
+        x_hat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, qt), c1, c2, c3)  # as _decode_side
+        return self.reference(x_hat.clamp(0, 1), y_hat, m_hat)
 
     @torch.no_grad()
     def decompress(self, coder: SymbolCoder, ref: Reference, q: int) -> Reference:
@@ -214,5 +239,4 @@ class InterCodec(nn.Module):
         qt = torch.tensor([q], device=device)
         m_hat = self.motion_latent.decompress(coder, (h, w), q, ref.m_hat).to(device)
         y_hat = self.contextual_latent.decompress(coder, (h, w), q, ref.y_hat).to(device)
-        x_hat, feat, _, _ = self._decode_side(m_hat, y_hat, ref, qt)
-        return Reference(x_hat.clamp(0, 1), feat, y_hat, m_hat)
+        return self.reference(self._decode_side(m_hat, y_hat, ref, qt).clamp(0, 1), y_hat, m_hat)

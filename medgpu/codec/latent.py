@@ -82,12 +82,14 @@ class LatentCodec(nn.Module):
         return interp_index(ints, q)
 
     # ---- training ---------------------------------------------------------------
-    def forward(self, y: torch.Tensor, anchor: torch.Tensor, prior: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """Returns ``(y_hat, {"y": likelihoods, "z": likelihoods})``."""
+    def forward(self, y: torch.Tensor, anchor: torch.Tensor, prior: torch.Tensor | None = None,
+                noise: bool = True) -> tuple[torch.Tensor, dict]:
+        """Returns ``(y_hat, {"y": likelihoods, "z": likelihoods})``; ``noise`` as in
+        :meth:`GaussianConditional.likelihood`."""
         z = self.hyper_encoder(y)
         z_idx = self.z_index_train(anchor).expand_as(z)
         zero = torch.zeros_like(z)
-        z_lik = self.gaussian.likelihood(z, zero, z_idx)
+        z_lik = self.gaussian.likelihood(z, zero, z_idx, noise)
         z_hat = ste_round(z)
         base = self._base_features(z_hat, prior, exact=False)
         mask = checkerboard(y.shape[2], y.shape[3], y.device)
@@ -97,7 +99,7 @@ class LatentCodec(nn.Module):
         mean = torch.where(mask, mean_a, mean_n)
         idx = torch.where(mask, idx_a, idx_n)
         y_hat = self.gaussian.quantize(y, mean)
-        y_lik = self.gaussian.likelihood(y, mean, idx)
+        y_lik = self.gaussian.likelihood(y, mean, idx, noise)
         return y_hat, {"y": y_lik, "z": z_lik}
 
     # ---- coding -----------------------------------------------------------------

@@ -11,6 +11,14 @@ def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
 
 
+def zero_conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    """A :func:`conv` whose weights and bias start at zero (an added branch that starts off)."""
+    c = conv(cin, cout, k, stride)
+    nn.init.zeros_(c.weight)
+    nn.init.zeros_(c.bias)
+    return c
+
+
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with LeakyReLU and an identity skip."""
 

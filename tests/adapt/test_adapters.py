@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -103,11 +105,19 @@ def test_adapted_stream_decodes_with_the_stock_decoder(codec):
     assert torch.equal(fresh.decode_gop(payload, 4, 64, 128, 40), recon)
 
 
-def test_updating_lowers_the_training_loss(codec):
+@pytest.mark.parametrize("scope", ["adapters", "full"])
+def test_updating_fits_an_encoder_that_no_longer_matches_the_decoder(codec, scope):
+    """The update recovers from a mismatched encoder (the contextual encoder's output scaled
+    by 0.6, a stand-in for content it was not trained for) with the default step sizes. (At the
+    shipped optimum itself the loss only wanders: docs/adaptation.md.)"""
     x = frames(t=5, seed=2)
-    _, report = update_gop(codec.intra, codec.inter, x, 30, AdaptConfig(steps=6, patch=64, lr=3e-3))
+    inter = copy.deepcopy(codec.inter)
+    with torch.no_grad():
+        inter.contextual_encoder.d4.weight.mul_(0.6)
+    _, report = update_gop(codec.intra, inter, x, 30, AdaptConfig(steps=6, patch=64, scope=scope))
     losses = report["training_loss_per_epoch"]
-    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
 
 
 @pytest.mark.parametrize("quality", [10, 50])
@@ -116,12 +126,15 @@ def test_adaptive_gop_keeps_the_cheaper_stream(codec, quality):
     stock decoder to the reconstruction that cost was measured on."""
     x = frames(t=4, h=64, w=128, seed=3)
     cfg = AdaptConfig(steps=2, patch=64)
-    payload, model, rep = encode_adapted_gop(codec, x, quality, cfg, mode="p")
+    payload, carried, rep = encode_adapted_gop(codec, x, quality, cfg, mode="p")
     stock, stock_recon = codec.encode_gop_with_recon(x, quality, mode="p")
-    ada, ada_recon = codec.encode_gop_with_recon(x, quality, inter=model, mode="p")
     assert rep["rd_cost_before"] == pytest.approx(rd_cost(x, stock_recon, stock, quality))
-    assert rep["rd_cost_after"] == pytest.approx(rd_cost(x, ada_recon, ada, quality))
-    assert payload == (ada if rep["used"] == "adapted" else stock)
+    if rep["used"] == "adapted":  # the carried adapters are the ones that coded the kept stream
+        ada, ada_recon = codec.encode_gop_with_recon(x, quality, inter=carried, mode="p")
+        assert rep["rd_cost_after"] == pytest.approx(rd_cost(x, ada_recon, ada, quality))
+        assert payload == ada and rep["rd_cost_after"] < rep["rd_cost_before"]
+    else:
+        assert payload == stock and carried is None and rep["rd_cost_after"] >= rep["rd_cost_before"]
     decoded = load_codec().decode_gop(payload, 4, 64, 128, quality)
     kept = rd_cost(x, decoded, payload, quality)
     assert kept == pytest.approx(min(rep["rd_cost_before"], rep["rd_cost_after"]))
@@ -166,8 +179,47 @@ def test_single_frame_gop_is_coded_once(codec):
 def test_learning_rate_defaults_per_scope():
     import json
 
-    assert AdaptConfig().learning_rate == 1e-2 and AdaptConfig(scope="full").learning_rate == 3e-4
+    from medgpu.adapt.config import LEARNING_RATES
+
+    assert set(LEARNING_RATES) == {"adapters", "full"}
+    assert AdaptConfig().learning_rate == LEARNING_RATES["adapters"]
+    assert AdaptConfig(scope="full").learning_rate == LEARNING_RATES["full"]
     assert AdaptConfig(scope="full", lr=5e-3).learning_rate == 5e-3
-    assert json.loads(json.dumps(AdaptConfig().to_dict()))["lr"] == 1e-2
+    assert json.loads(json.dumps(AdaptConfig().to_dict()))["lr"] == LEARNING_RATES["adapters"]
     with pytest.raises(ValueError, match="adapt-scope"):
         AdaptConfig(scope="decoder").learning_rate
+
+
+def test_rate_estimate_is_an_option_and_reaches_the_loss(codec):
+    from medgpu.adapt.online import _chain_loss
+
+    with pytest.raises(ValueError, match="rate estimate"):
+        AdaptConfig(rate="exact").validate()
+    x = frames(t=3, seed=7)
+    model = adapt_encoder(codec.inter)
+    ref = model.reference_from_intra(x[0:1], torch.zeros(1, codec.inter.m, 4, 4))
+    rounded = [float(_chain_loss(model, x, ref, 30)) for _ in range(2)]
+    noisy = [float(_chain_loss(model, x, ref, 30, noise=True)) for _ in range(2)]
+    assert rounded[0] == rounded[1]  # the symbols as coded: no randomness
+    assert noisy[0] != noisy[1]
+
+
+def test_loss_leaves_out_the_stride_padding(codec):
+    """Distortion in the padding does not count; bits are per pixel of the frame itself."""
+    from medgpu.adapt.online import _chain_loss
+
+    x = frames(t=2, h=64, w=64, seed=8)
+    model = adapt_encoder(codec.inter)
+    ref = model.reference_from_intra(x[0:1], torch.zeros(1, codec.inter.m, 4, 4))
+    padded = x.clone()
+    padded[..., 40:, :] = 1.0 - padded[..., 40:, :]  # garbage where a 40-row frame was padded
+    whole = float(_chain_loss(model, x, ref, 30, valid=(40, 64)))
+    other = float(_chain_loss(model, padded, ref, 30, valid=(40, 64)))
+    full = float(_chain_loss(model, x, ref, 30))
+    assert whole != full
+    # only the bits may differ (the garbage is coded too), the distortion term may not
+    x_hat, _, lik = model(padded[1:2], ref, torch.tensor([30]), False)
+    bits = float(sum((-torch.log2(v)).sum() for v in lik.values())) / (40 * 64)
+    mse = float(torch.mean((x_hat[..., :40, :] - padded[1:2, :, :40, :]) ** 2))
+    from medgpu.codec.quality import lam
+    assert other == pytest.approx(lam(30) * mse + bits, rel=1e-5)

@@ -21,7 +21,7 @@ def test_adaptive_compress_decodes_with_the_stock_path_and_reports(tmp_path):
     ada = rep["adaptation"]
     assert ada["enabled"] and ada["settings"]["steps"] == 1 and ada["trainable_parameters"] > 0
     gop = ada["per_gop"][0]
-    assert len(ada["per_gop"]) == 1 and gop["rd_cost_before"] > 0 and ada["settings"]["lr"] == 1e-2
+    assert len(ada["per_gop"]) == 1 and gop["rd_cost_before"] > 0 and ada["settings"]["lr"] == AdaptConfig().learning_rate
     assert gop["used"] == ("adapted" if gop["rd_cost_after"] < gop["rd_cost_before"] else "stock")
     assert 0 < gop["update_seconds"] <= gop["seconds"]
     side = json.loads((tmp_path / "a.mgpu.json").read_text())

@@ -47,3 +47,18 @@ def test_symbols_are_clipped_to_the_table_support():
     sym = g.symbols(y, torch.zeros_like(y), idx)
     hw = float(g.half_width[0])
     assert sym.flatten().tolist() == [hw, -hw, 0.0]
+
+
+def test_rounded_likelihood_prices_the_coded_symbol_and_passes_a_gradient():
+    """``noise=False``: the probability of round(y - mean), the symbol the coder writes, with a
+    straight-through gradient to ``y`` (what the encoder-side update minimises)."""
+    g = GaussianConditional()
+    y = torch.tensor([0.3, 1.7, -2.4, 0.0], requires_grad=True)
+    mean = torch.zeros(4)
+    idx = torch.full((4,), 20.0)
+    lik = g.likelihood(y, mean, idx, noise=False)
+    sym = torch.round(y.detach())
+    assert torch.equal(lik.detach(), g.likelihood(sym, mean, idx, noise=False).detach())
+    assert torch.equal(lik, g.likelihood(y, mean, idx, noise=False))  # deterministic
+    (-torch.log2(lik)).sum().backward()
+    assert y.grad is not None and bool((y.grad[1:3] != 0).all())

@@ -1,15 +1,14 @@
-"""The pre-training script's helpers for reviving the P-frame codec's contextual branch."""
+"""The pre-training script's helpers: rate weights, warm-up, and starting the P-frame codec's
+contextual branch from the I-frame codec."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from medgpu.codec.quality import interp_log
 from medgpu.codec.registry import build_networks
 
 TRAIN = Path(__file__).resolve().parents[2] / "pipelines" / "train.py"
@@ -43,43 +42,47 @@ def test_rate_weights_scale_only_the_named_latents(train):
     assert bpp == bpp_no_y  # the reported rate stays unweighted
 
 
-def test_reinit_touches_the_contextual_branch_only(train):
+def test_contextual_branch_starts_as_the_intra_codec(train):
+    """Initialised from an I-frame codec, a P-frame codes its frame exactly as that I-frame codec
+    would (same latent, same entropy parameters, same reconstruction), whatever the reference."""
     torch.manual_seed(0)
-    _, inter = build_networks()
+    intra, inter = build_networks()
+    with torch.no_grad():
+        for p in intra.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # stands in for trained weights (non-zero biases)
+    train.init_contextual_from_intra(inter, intra)
+    x = torch.rand(2, 1, 1, 64, 64)
+    q = torch.tensor([42])
+    seen = {}
+    for name, latent in (("intra", intra.latent), ("inter", inter.contextual_latent)):
+        for head in ("anchor_head", "nonanchor_head"):
+            getattr(latent, head).register_forward_hook(
+                lambda m, i, o, key=(name, head): seen.__setitem__(key, o))
+    with torch.no_grad():
+        first = intra(x[0], q)
+        ref = inter.reference_from_intra(torch.rand(1, 1, 64, 64), first["y_hat"] + 1.0)
+        want = intra(x[1], q)
+        x_hat, nxt, _ = inter(x[1], ref, q)
+    assert torch.equal(nxt.y_hat, want["y_hat"])
+    assert torch.allclose(x_hat, want["x_hat"], atol=1e-6)
+    for head in ("anchor_head", "nonanchor_head"):
+        for a, b in zip(seen[("intra", head)], seen[("inter", head)]):
+            assert torch.equal(a, b)
+
+
+def test_init_from_intra_keeps_the_motion_path_and_starts_contexts_at_zero(train):
+    torch.manual_seed(1)
+    intra, inter = build_networks()
     with torch.no_grad():
         for p in inter.parameters():
             p.add_(0.5)  # stands in for trained weights
     before = {k: v.clone() for k, v in inter.state_dict().items()}
-    train.reinit_contextual(inter)
+    train.init_contextual_from_intra(inter, intra)
     after = inter.state_dict()
-    contextual = [k for k in before if k.startswith(train.CONTEXTUAL_PATH)]
     motion = [k for k in before if k.startswith(train.MOTION_PATH)]
-    assert contextual and motion and len(contextual) + len(motion) == len(before)
+    contextual = [k for k in before if k.startswith(train.CONTEXTUAL_PATH)]
+    assert motion and contextual and len(motion) + len(contextual) == len(before)
     assert all(torch.equal(before[k], after[k]) for k in motion)
-    trained = {k for k, _ in inter.named_parameters()}
-    assert all(not torch.equal(before[k], after[k]) for k in contextual if k in trained)
-
-
-def test_reinit_starts_the_latent_off_zero(train):
-    """Fresh, the contextual latent rounds to all-zero symbols; with the reinit gain it does not."""
-    torch.manual_seed(0)
-    _, plain = build_networks()
-    _, revived = build_networks()
-    train.reinit_contextual(revived)
-    x = torch.rand(1, 1, 64, 64)
-    q = torch.tensor([63])
-
-    def nonzero_share(inter) -> float:
-        c1, c2, c3 = inter.context(inter.feature_adaptor(x - 0.5), torch.zeros(1, 2, 64, 64))
-        y = inter.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(inter.enc_scale, q)
-        return float((y.round() != 0).float().mean())
-
-    with torch.no_grad():
-        revived.load_state_dict({k: v for k, v in plain.state_dict().items()
-                                 if not k.startswith(("enc_scale", "dec_scale"))}, strict=False)
-        assert nonzero_share(plain) < 0.05
-        assert nonzero_share(revived) > 0.3
-        ratio = interp_log(plain.enc_scale, q) / interp_log(revived.enc_scale, q)
-        assert torch.allclose(ratio, torch.full_like(ratio, train.REINIT_LATENT_GAIN))
-        assert math.isclose(float((interp_log(revived.dec_scale, q) / interp_log(plain.dec_scale, q)).mean()),
-                            1 / train.REINIT_LATENT_GAIN, rel_tol=1e-5)
+    projections = [k for k in after if ".ctx" in k]
+    assert len(projections) == 12 and all(not after[k].any() for k in projections)
+    assert torch.equal(after["contextual_decoder.out.weight"], intra.state_dict()["decoder.6.weight"])
