@@ -154,7 +154,7 @@ def _fmt_db(value: Any) -> str:
     return "lossless (inf dB)" if value == float("inf") else f"{value:.2f} dB"
 
 
-ADAPT_DEFAULT = False  # off: ~47 s more per 256x256 GoP on a CPU for no gain with the shipped weights (docs/adaptation.md)
+ADAPT_DEFAULT = False  # off: ~60 s more per 256x256 GoP on a CPU for ~1 % BD-rate with the shipped weights (docs/adaptation.md)
 
 QualityOpt = Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality index 0..63 (higher: more bits, higher PSNR). Default: 63, the highest trained rate (docs/evaluation.md).", show_default=False)]
 

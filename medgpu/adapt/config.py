@@ -22,14 +22,16 @@ coder will code them (straight-through gradient), or with pre-training's uniform
 class AdaptConfig:
     """Settings of the online update (the sidecar records them)."""
 
-    steps: int = 2  # epochs over all patch-GoPs (2: a 30x256x256 GoP adapts in < 60 s on a 2-core CPU)
+    steps: int = 2  # epochs over all patch-GoPs (a 30x256x256 GoP: update ~50 s, adaptive encode 75 s on a 2-core CPU)
     patch: int = 128  # patch size in pixels (rounded up to the network stride)
     frames: int | None = None  # update on the first N frames only (None: the whole GoP)
     scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)
     lr: float | None = None  # Adam; None: LEARNING_RATES[scope] (see there)
     c_dw: int = 8
     kernel: int = 3
-    carry_over: bool = True  # start each GoP from the previous GoP's adapters
+    carry_over: bool = False  # True: start each GoP from the previous GoP's winning adapters
+    # (reset was measured slightly better with the shipped weights, docs/adaptation.md, and keeps
+    # every GoP's encode independent of the others)
     rate: str = "rounded"  # rate term: "rounded" (the symbols as coded, straight-through) or "noisy" (pre-training's)
 
     def validate(self) -> "AdaptConfig":
