@@ -5,18 +5,18 @@ pipelines/evaluate.py). Run after both."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medgpu.codec.registry import build_networks  # noqa: E402
+
 EXTRA_STEPS = {"intra": 2330}  # steps of an earlier intra run (lr 5e-4, 15 min) before the quantisation-scale re-init
 
 
 def main() -> int:
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from medgpu.codec.registry import build_networks
-
     intra_m, inter_m = (sum(p.numel() for p in net.parameters()) / 1e6 for net in build_networks())
     card = json.loads((ROOT / "medgpu/weights/MODEL_CARD.json").read_text())
     train = card.get("training", {})

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_adapt import VAL, first_gop  # noqa: E402
+from bench_adapt import VAL, first_gop, time_adaptive_encode  # noqa: E402
 
 from medgpu.adapt import AdaptConfig  # noqa: E402
-from medgpu.adapt.online import encode_adapted_gop  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
 
 
@@ -27,9 +25,8 @@ def main(argv: list[str]) -> int:
     codec = load_codec()
     x = first_gop(VAL / "ct_chest_radiomics_lung1.nii.gz", 256, 30)[0]
     for steps in [int(a) for a in argv] or [1, 2]:
-        t = time.time()
-        _, _, rep = encode_adapted_gop(codec, x, 42, AdaptConfig(steps=steps))
-        print(json.dumps({"epochs": steps, "seconds": round(time.time() - t, 1),
+        seconds, rep = time_adaptive_encode(codec, x, 42, AdaptConfig(steps=steps))
+        print(json.dumps({"epochs": steps, "seconds": round(seconds, 1),
                           "update_seconds": round(rep["update_seconds"], 1),
                           "rd_cost_before": round(rep["rd_cost_before"], 5),
                           "rd_cost_after": round(rep["rd_cost_after"], 5), "used": rep["used"]}), flush=True)

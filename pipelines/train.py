@@ -77,12 +77,9 @@ def load_start(intra, inter, run_dir: str, device) -> dict:
     if shipped.is_file():
         with shipped.open("rb") as f:
             state = torch.load(f, map_location="cpu", weights_only=True)
-        try:
-            load_state(intra, inter, state)
-            print("started from the shipped weights")
-        except RuntimeError:  # the networks changed since those weights: take what still fits
-            skipped = load_matching(intra, inter, state)
-            print(f"started from the shipped weights where they fit the networks ({len(skipped)} tensors left fresh)")
+        skipped = load_matching(intra, inter, state)  # the networks may have changed since those weights
+        print("started from the shipped weights" + (f" where they fit the networks ({len(skipped)} tensors left "
+                                                    "fresh)" if skipped else ""))
         meta_path = os.path.join(os.path.dirname(str(shipped)), "MODEL_CARD.json")
         if os.path.exists(meta_path):
             return json.load(open(meta_path)).get("training", {})

@@ -80,7 +80,8 @@ class SequenceSampler:
             n, h, w = stack.shape
             if n < frames:
                 continue
-            step = int(self.rng.integers(1, max(1, min(self.max_step, (n - 1) // max(1, frames - 1))) + 1))
+            longest = min(self.max_step, (n - 1) // max(1, frames - 1))  # the clip must fit in the stack
+            step = int(self.rng.integers(1, max(1, longest) + 1))
             start = int(self.rng.integers(0, n - step * (frames - 1)))
             idx = start + step * np.arange(frames)
             if self.rng.random() < 0.5:

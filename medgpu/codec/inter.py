@@ -193,11 +193,14 @@ class InterCodec(nn.Module):
         """Reference state after an I-frame."""
         return self.reference(frame, y_hat, None)
 
-    def _decode_side(self, m_hat, y_hat, ref: Reference, q):
-        """Everything the decoder runs after the latents are known."""
-        flow = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
-        c1, c2, c3 = self.context(ref.feature, flow)
-        return self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3)
+    def _contexts(self, m_hat, ref: Reference, q):
+        """Decoded motion latent -> the multi-scale temporal contexts (decoder side; the encoder
+        uses the same ones)."""
+        return self.context(ref.feature, self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q)))
+
+    def _reconstruct(self, y_hat, contexts, q):
+        """Decoded contextual latent and the contexts -> the reconstructed frame."""
+        return self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), *contexts)
 
     def forward(self, x: torch.Tensor, ref: Reference, q: torch.Tensor,
                 noise: bool = True) -> tuple[torch.Tensor, Reference, dict]:
@@ -209,11 +212,10 @@ class InterCodec(nn.Module):
         flow = self.motion_estimation(x, ref.frame)
         m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, q)
         m_hat, m_lik = self.motion_latent(m, anchor, ref.m_hat, noise)
-        flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, q))
-        c1, c2, c3 = self.context(ref.feature, flow_hat)
-        y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, q)
+        ctx = self._contexts(m_hat, ref, q)
+        y = self.contextual_encoder(x - 0.5, *ctx) / interp_log(self.enc_scale, q)
         y_hat, y_lik = self.contextual_latent(y, anchor, ref.y_hat, noise)
-        x_hat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, q), c1, c2, c3)
+        x_hat = self._reconstruct(y_hat, ctx, q)
         lik = {"m": m_lik["y"], "zm": m_lik["z"], "y": y_lik["y"], "z": y_lik["z"]}
         return x_hat, self.reference(x_hat, y_hat, m_hat), lik
 
@@ -224,12 +226,10 @@ class InterCodec(nn.Module):
         flow = self.motion_estimation(x, ref.frame)
         m = self.motion_encoder(flow) / interp_log(self.mv_enc_scale, qt)
         m_hat = self.motion_latent.compress(m, q, coder, ref.m_hat).to(x.device)
-        flow_hat = self.motion_decoder(m_hat * interp_log(self.mv_dec_scale, qt))
-        c1, c2, c3 = self.context(ref.feature, flow_hat)
-        y = self.contextual_encoder(x - 0.5, c1, c2, c3) / interp_log(self.enc_scale, qt)
+        ctx = self._contexts(m_hat, ref, qt)
+        y = self.contextual_encoder(x - 0.5, *ctx) / interp_log(self.enc_scale, qt)
         y_hat = self.contextual_latent.compress(y, q, coder, ref.y_hat).to(x.device)
-        x_hat = self.contextual_decoder(y_hat * interp_log(self.dec_scale, qt), c1, c2, c3)  # as _decode_side
-        return self.reference(x_hat.clamp(0, 1), y_hat, m_hat)
+        return self.reference(self._reconstruct(y_hat, ctx, qt).clamp(0, 1), y_hat, m_hat)
 
     @torch.no_grad()
     def decompress(self, coder: SymbolCoder, ref: Reference, q: int) -> Reference:
@@ -239,4 +239,4 @@ class InterCodec(nn.Module):
         qt = torch.tensor([q], device=device)
         m_hat = self.motion_latent.decompress(coder, (h, w), q, ref.m_hat).to(device)
         y_hat = self.contextual_latent.decompress(coder, (h, w), q, ref.y_hat).to(device)
-        return self.reference(self._decode_side(m_hat, y_hat, ref, qt).clamp(0, 1), y_hat, m_hat)
+        return self.reference(self._reconstruct(y_hat, self._contexts(m_hat, ref, qt), qt).clamp(0, 1), y_hat, m_hat)

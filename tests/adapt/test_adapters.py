@@ -207,6 +207,7 @@ def test_rate_estimate_is_an_option_and_reaches_the_loss(codec):
 def test_loss_leaves_out_the_stride_padding(codec):
     """Distortion in the padding does not count; bits are per pixel of the frame itself."""
     from medgpu.adapt.online import _chain_loss
+    from medgpu.codec.quality import lam
 
     x = frames(t=2, h=64, w=64, seed=8)
     model = adapt_encoder(codec.inter)
@@ -221,5 +222,4 @@ def test_loss_leaves_out_the_stride_padding(codec):
     x_hat, _, lik = model(padded[1:2], ref, torch.tensor([30]), False)
     bits = float(sum((-torch.log2(v)).sum() for v in lik.values())) / (40 * 64)
     mse = float(torch.mean((x_hat[..., :40, :] - padded[1:2, :, :40, :]) ** 2))
-    from medgpu.codec.quality import lam
     assert other == pytest.approx(lam(30) * mse + bits, rel=1e-5)
