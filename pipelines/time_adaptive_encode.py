@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Wall time of an adaptive encode (update + stock and adapted coding, the product's mode) of the
-first 30x256x256 GoP of the val CT at quality 42, per number of update epochs.
+first 30x256x256 GoP of the val CT at quality 42, per number of update epochs (and patch size).
 
     python pipelines/time_adaptive_encode.py 1 2      # epochs to time (default: 1 2)
+    python pipelines/time_adaptive_encode.py 2@64     # 2 epochs with 64-pixel patches
 
 Prints one JSON line per setting: seconds, update seconds, both real RD costs, the stream kept.
 """
@@ -24,9 +25,11 @@ from medgpu.codec import load_codec  # noqa: E402
 def main(argv: list[str]) -> int:
     codec = load_codec()
     x = first_gop(VAL / "ct_chest_radiomics_lung1.nii.gz", 256, 30)[0]
-    for steps in [int(a) for a in argv] or [1, 2]:
-        seconds, rep = time_adaptive_encode(codec, x, 42, AdaptConfig(steps=steps))
-        print(json.dumps({"epochs": steps, "seconds": round(seconds, 1),
+    for arg in argv or ["1", "2"]:
+        steps, _, patch = arg.partition("@")
+        cfg = AdaptConfig(steps=int(steps), patch=int(patch or AdaptConfig.patch))
+        seconds, rep = time_adaptive_encode(codec, x, 42, cfg)
+        print(json.dumps({"epochs": cfg.steps, "patch": cfg.patch, "seconds": round(seconds, 1),
                           "update_seconds": round(rep["update_seconds"], 1),
                           "rd_cost_before": round(rep["rd_cost_before"], 5),
                           "rd_cost_after": round(rep["rd_cost_after"], 5), "used": rep["used"]}), flush=True)

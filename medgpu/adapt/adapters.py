@@ -132,7 +132,7 @@ def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "ad
     for lat in (new.motion_latent, new.contextual_latent):
         z = lat.hyper_encoder.c3.out_channels
         lat.hyper_encoder = SerialAdapted(lat.hyper_encoder, Adapter(z, z, c_dw, k))
-    return new
+    return new.to(next(inter.parameters()).device)  # the new adapters live where the codec does
 
 
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -56,10 +56,13 @@ def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int, nois
 
 
 def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quality: int,
-               config: AdaptConfig, adapted: InterCodec | None = None) -> tuple[InterCodec, dict]:
+               config: AdaptConfig, adapted: InterCodec | None = None,
+               on_epoch: Callable[[int, InterCodec], None] | None = None) -> tuple[InterCodec, dict]:
     """Optimise encoder-side adapters on one GoP; returns (adapted copy, report).
 
-    ``inter`` is the stock P-frame codec; ``adapted`` an earlier copy to carry over.
+    ``inter`` is the stock P-frame codec; ``adapted`` an earlier copy to carry over;
+    ``on_epoch(epoch, model)`` is called after each epoch (1-based), e.g. to code the GoP
+    along the way in a benchmark.
     """
     t0 = time.time()
     device = next(inter.parameters()).device
@@ -100,6 +103,8 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
             total += float(loss.detach())
         epoch_seconds.append(time.time() - te)
         epoch_losses.append(total / len(windows) / (x.shape[0] - 1))
+        if on_epoch is not None:
+            on_epoch(len(epoch_losses), model)
     report.update(seconds=time.time() - t0, epochs=config.steps, seconds_per_epoch=sum(epoch_seconds) / len(epoch_seconds),
                   patches=len(windows), training_loss_per_epoch=epoch_losses)
     return model, report

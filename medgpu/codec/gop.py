@@ -1,7 +1,8 @@
 """GoP coding: one I-frame then P-frames, all symbols of a GoP in one range-coded packet."""
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,18 @@ def pad_frames(frames: torch.Tensor, stride: int) -> torch.Tensor:
     return F.pad(frames, (0, pw - w, 0, ph - h), mode="replicate")
 
 
+@contextlib.contextmanager
+def float32_coding() -> Iterator[None]:
+    """Full float32 while coding, whatever the caller has switched on: no autocast and no TF32
+    in cuDNN convolutions (its other settings kept). On a GPU, TF32 moved the decoder's
+    reconstruction up to 2e-4 away from the CPU's (full float32: 1.3e-6) and made the stream
+    differ from a CPU encode (measured by pipelines/bench_cuda.py, docs/cuda.md)."""
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False), torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+        yield
+
+
 class GopCoder:
     """Encodes and decodes GoPs with a pair of intra/inter networks."""
 
@@ -48,6 +61,7 @@ class GopCoder:
         return next(self.intra.parameters()).device
 
     @torch.no_grad()
+    @float32_coding()
     def encode(self, frames: torch.Tensor, quality: int, on_frame: Callable[[int], None] | None = None,
                inter: InterCodec | None = None, mode: str = "auto") -> tuple[bytes, torch.Tensor]:
         """Encode [T,1,H,W] frames in [0,1]; returns (payload, decoder-side reconstruction).
@@ -97,6 +111,7 @@ class GopCoder:
         return lagrangian_cost(quality, mse, rec.num_bytes(), h * w)
 
     @torch.no_grad()
+    @float32_coding()
     def decode(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,
                on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
         """Decode a GoP payload to [T,1,H,W] frames in [0,1]."""

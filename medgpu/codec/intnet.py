@@ -48,7 +48,8 @@ class ExactConv2d(nn.Module):
         if exact:
             w = torch.round(self.weight.detach().double() * 2**WEIGHT_BITS).clamp(-MAX_WEIGHT, MAX_WEIGHT)
             b = torch.round(self.bias.detach().double() * 2 ** (WEIGHT_BITS + ACT_BITS))
-            acc = F.conv2d(x.double(), w, b, padding=self.pad)
+            with torch.backends.cudnn.flags(enabled=False):  # cuDNN may pick FFT/Winograd: not exact
+                acc = F.conv2d(x.double(), w, b, padding=self.pad)  # im2col + DGEMM: exact integer sums
             return torch.floor(acc * 2.0**-WEIGHT_BITS)
         acc = F.conv2d(x, self.int_weight(), self.int_bias(), padding=self.pad)
         return ste_floor(acc * 2.0**-WEIGHT_BITS)

@@ -223,3 +223,23 @@ def test_loss_leaves_out_the_stride_padding(codec):
     bits = float(sum((-torch.log2(v)).sum() for v in lik.values())) / (40 * 64)
     mse = float(torch.mean((x_hat[..., :40, :] - padded[1:2, :, :40, :]) ** 2))
     assert other == pytest.approx(lam(30) * mse + bits, rel=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["adapters", "full"])
+def test_adapted_copy_lives_on_the_codec_device(codec, scope):
+    # the adapters are created after the copy: they must follow the codec to its device
+    # (on a GPU they were left on the CPU, and the first update step failed)
+    meta = copy.deepcopy(codec.inter).to("meta")
+    adapted = adapt_encoder(meta, scope=scope)
+    assert {p.device.type for p in adapted.parameters()} == {"meta"}
+    assert adapter_parameters(adapted)
+
+
+def test_on_epoch_sees_each_epoch_of_the_model_being_trained(codec):
+    calls = []
+    with torch.enable_grad():
+        model, rep = update_gop(codec.intra, codec.inter, frames(t=3, h=64, w=64), 42, AdaptConfig(steps=3),
+                                on_epoch=lambda e, m: calls.append((e, m, sum(float(p.abs().sum()) for p in adapter_parameters(m)))))
+    assert [c[0] for c in calls] == [1, 2, 3]
+    assert all(c[1] is model for c in calls)
+    assert len({c[2] for c in calls}) == 3  # the adapters moved between the calls

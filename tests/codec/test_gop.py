@@ -162,3 +162,29 @@ def test_corrupt_mode_flag_is_detected(codec):
     dec = SymbolCoder(g.models(), g.half_width.numpy(), enc.to_bytes())
     with pytest.raises(ValueError, match="flag"):
         dec.decode_flag()
+
+
+def test_coding_runs_convolutions_without_tf32(codec):
+    # cuDNN's TF32 moved GPU reconstructions ~2e-4 from the CPU's (pipelines/bench_cuda.py):
+    # encode and decode turn it off while they run and restore the setting afterwards
+    seen = []
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        x = torch.rand(2, 1, 64, 64)
+        payload = codec.encode_gop(x, 30, on_frame=lambda i: seen.append(torch.backends.cudnn.allow_tf32))
+        codec.decode_gop(payload, 2, 64, 64, 30, on_frame=lambda i: seen.append(torch.backends.cudnn.allow_tf32))
+        assert seen == [False] * 4
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def test_caller_autocast_does_not_reach_the_coder(codec):
+    x = torch.rand(3, 1, 64, 64)
+    plain = codec.encode_gop(x, 30)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert codec.encode_gop(x, 30) == plain
+        decoded = codec.decode_gop(plain, 3, 64, 64, 30)
+    assert decoded.dtype == torch.float32
+    assert torch.equal(decoded, codec.decode_gop(plain, 3, 64, 64, 30))
