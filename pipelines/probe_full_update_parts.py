@@ -72,8 +72,40 @@ def serial_contextual_adapters(inter):
     return model.to(next(inter.parameters()).device)
 
 
+class LowRankConv(torch.nn.Module):
+    """A frozen convolution whose weight gets a trainable rank-``r`` change B @ A (B starts at
+    zero, so the layer starts as it was): a weight-space adapter, not the paper's form."""
+
+    def __init__(self, conv: torch.nn.Conv2d, rank: int) -> None:
+        super().__init__()
+        self.conv = conv
+        cout, cin, kh, kw = conv.weight.shape
+        fan_in = cin * kh * kw
+        self.a = torch.nn.Parameter(torch.randn(rank, fan_in, device=conv.weight.device) / fan_in**0.5)
+        self.b = torch.nn.Parameter(torch.zeros(cout, rank, device=conv.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        w = c.weight + (self.b @ self.a).view_as(c.weight)
+        return torch.nn.functional.conv2d(x, w, c.bias, c.stride, c.padding, c.dilation, c.groups)
+
+
+def low_rank_encoders(inter, rank: int = 4):
+    """Every convolution of the contextual and the motion encoder with a rank-``rank`` weight change."""
+    torch.manual_seed(0)
+    model = adapt_encoder(inter, scope="full")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for enc in (model.contextual_encoder, model.motion_encoder):
+        for parent in list(enc.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Conv2d):
+                    setattr(parent, name, LowRankConv(child, rank))
+    return model
+
+
 VARIANTS = {"adapters": lambda inter: adapt_encoder(inter), "adapters_ctx": adapters_with_context,
-            "adapters_serial": serial_contextual_adapters}
+            "adapters_serial": serial_contextual_adapters, "lowrank4": low_rank_encoders}
 """Adapter placements (trained at the adapters' learning rate); any other name is a PARTS entry or
 "all" (trained at the full update's)."""
 
@@ -93,6 +125,7 @@ def main() -> int:
     ap.add_argument("--epochs", default="4,8,16")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--quality", type=int, default=42)
+    ap.add_argument("--lr", type=float, default=None, help="Adam step (default: that of the variant's scope)")
     args = ap.parse_args()
     codec, q = load_codec(), args.quality
     epochs = [int(e) for e in args.epochs.split(",")]
@@ -112,9 +145,9 @@ def main() -> int:
 
             t = time.time()
             with torch.enable_grad():
-                update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=max(epochs), scope=scope),
+                update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=max(epochs), scope=scope, lr=args.lr),
                            adapted=model, on_epoch=code)
-            print(json.dumps({"volume": name, "part": part, "trainable": n, "rd_cost_change_percent_by_epoch": curve,
+            print(json.dumps({"volume": name, "part": part, "lr": args.lr, "trainable": n, "rd_cost_change_percent_by_epoch": curve,
                               "seconds": round(time.time() - t, 1)}), flush=True)
     return 0
 
