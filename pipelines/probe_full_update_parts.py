@@ -92,15 +92,16 @@ class LowRankConv(torch.nn.Module):
 
 def low_rank_encoders(inter, rank: int = 4):
     """Every convolution of the contextual and the motion encoder with a rank-``rank`` weight change."""
-    torch.manual_seed(0)
     model = adapt_encoder(inter, scope="full")
     for p in model.parameters():
         p.requires_grad_(False)
-    for enc in (model.contextual_encoder, model.motion_encoder):
-        for parent in list(enc.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Conv2d):
-                    setattr(parent, name, LowRankConv(child, rank))
+    with torch.random.fork_rng(devices=[]):  # fixed factors A, the caller's random state left alone
+        torch.manual_seed(0)
+        for enc in (model.contextual_encoder, model.motion_encoder):
+            for parent in list(enc.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, torch.nn.Conv2d):
+                        setattr(parent, name, LowRankConv(child, rank))
     return model
 
 

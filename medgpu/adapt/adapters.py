@@ -102,6 +102,10 @@ def _parallel(block: nn.Module, c_dw: int, k: int) -> ParallelAdapted:
     return ParallelAdapted(block, Adapter(c.in_channels, c.out_channels, c_dw, k, c.stride[0]))
 
 
+ADAPTER_SEED = 0
+"""Seed of the adapters' random first layers (their last layer starts at zero)."""
+
+
 def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "adapters") -> InterCodec:
     """A copy of ``inter`` prepared for online updating.
 
@@ -111,6 +115,15 @@ def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "ad
     """
     if scope not in ("adapters", "full"):
         raise ValueError("scope must be 'adapters' or 'full'")
+    # The adapters' first two layers start random: draw them from a fixed seed, leaving the
+    # caller's random state alone, so that an update (and the stream it leads to) does not
+    # depend on what ran before in the process (it did: two runs found different adapters).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ADAPTER_SEED)
+        return _adapted_copy(inter, c_dw, k, scope).to(next(inter.parameters()).device)
+
+
+def _adapted_copy(inter: InterCodec, c_dw: int, k: int, scope: str) -> InterCodec:
     new = copy.deepcopy(inter)
     for p in new.parameters():
         p.requires_grad_(False)
@@ -132,7 +145,7 @@ def adapt_encoder(inter: InterCodec, c_dw: int = 8, k: int = 3, scope: str = "ad
     for lat in (new.motion_latent, new.contextual_latent):
         z = lat.hyper_encoder.c3.out_channels
         lat.hyper_encoder = SerialAdapted(lat.hyper_encoder, Adapter(z, z, c_dw, k))
-    return new.to(next(inter.parameters()).device)  # the new adapters live where the codec does
+    return new  # the new adapters are on the CPU: adapt_encoder moves the copy to the codec's device
 
 
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
