@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -94,6 +95,21 @@ def time_adaptive_encode(codec, x: torch.Tensor, q: int, cfg: AdaptConfig) -> tu
     t = time.time()
     _, _, rep = encode_adapted_gop(codec, x, q, cfg)
     return time.time() - t, rep
+
+
+def rd_change_by_epoch(codec, x: torch.Tensor, q: int, epochs: list[int]) -> tuple[dict[int, float], Callable]:
+    """(curve, on_epoch hook for ``update_gop``): after each epoch in ``epochs`` the hook codes
+    ``x`` (forced P-frames) with the model being trained and records in ``curve`` the real
+    RD-cost change (%) against the stock encoder."""
+    stock, recon = codec.encode_gop_with_recon(x, q, mode="p")
+    base, curve = rd_cost(x, recon, stock, q), {}
+
+    def on_epoch(epoch: int, model) -> None:
+        if epoch in epochs:
+            payload, rec = codec.encode_gop_with_recon(x, q, inter=model, mode="p")
+            curve[epoch] = round(100 * (rd_cost(x, rec, payload, q) / base - 1), 3)
+
+    return curve, on_epoch
 
 
 EPOCH_REPEATS = 3

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "pipelines"))
 
-from bench_adapt import first_gop, time_adaptive_encode  # noqa: E402
+from bench_adapt import first_gop, rd_change_by_epoch, time_adaptive_encode  # noqa: E402
 
 from medgpu.adapt import AdaptConfig, update_gop  # noqa: E402
 from medgpu.adapt.online import rd_cost  # noqa: E402
@@ -210,25 +210,15 @@ def parse_variants(spec: str) -> dict[str, dict]:
 def budget(codec, val: Path, rec: Recorder, epochs: list[int], size: int, variants: dict[str, dict]) -> dict:
     """Real RD-cost change (%) after each of ``epochs`` update epochs, one run per variant."""
     q, res = 42, {}
-    gops = {}
-    for name in BUDGET_VOLUMES:
-        x = first_gop(val / name, size, 30)[0]
-        stock, stock_recon = codec.encode_gop_with_recon(x, q, mode="p")
-        gops[name] = (x, rd_cost(x, stock_recon, stock, q))
+    gops = {name: first_gop(val / name, size, 30)[0] for name in BUDGET_VOLUMES}
     for variant, kw in variants.items():  # variant by variant: a deadline cuts whole variants
-        for name, (x, base) in gops.items():
-            curve = {}
-
-            def code(epoch: int, model) -> None:
-                if epoch in epochs:
-                    payload, recon = codec.encode_gop_with_recon(x, q, inter=model, mode="p")
-                    curve[epoch] = round(100 * (rd_cost(x, recon, payload, q) / base - 1), 3)
-
+        for name, x in gops.items():
             if rec.left() < 20:
                 return res
+            curve, on_epoch = rd_change_by_epoch(codec, x, q, epochs)
             t = time.time()
             with torch.enable_grad():
-                update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=max(epochs), **kw), on_epoch=code)
+                update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=max(epochs), **kw), on_epoch=on_epoch)
             key = f"{name}/{variant}"
             res[key] = {"settings": kw, "rd_cost_change_percent_by_epoch": curve, "seconds": round(time.time() - t, 1)}
             rec.write("budget_partial", {key: res[key]})

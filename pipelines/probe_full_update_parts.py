@@ -22,11 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_adapt import VAL, first_gop  # noqa: E402
+from bench_adapt import VAL, first_gop, rd_change_by_epoch  # noqa: E402
 
 from medgpu.adapt import AdaptConfig, adapt_encoder, update_gop  # noqa: E402
 from medgpu.adapt.adapters import Adapter, SerialAdapted, _parallel  # noqa: E402
-from medgpu.adapt.online import rd_cost  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
 
 PARTS = {
@@ -132,18 +131,10 @@ def main() -> int:
     epochs = [int(e) for e in args.epochs.split(",")]
     for name in args.volumes.split(","):
         x = first_gop(Path(args.val) / name, args.size, 30)[0]
-        stock, recon = codec.encode_gop_with_recon(x, q, mode="p")
-        base = rd_cost(x, recon, stock, q)
         for part in args.parts.split(","):
             model, scope = build(codec.inter, part)
             n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            curve = {}
-
-            def code(epoch: int, m) -> None:
-                if epoch in epochs:
-                    payload, rec = codec.encode_gop_with_recon(x, q, inter=m, mode="p")
-                    curve[epoch] = round(100 * (rd_cost(x, rec, payload, q) / base - 1), 3)
-
+            curve, code = rd_change_by_epoch(codec, x, q, epochs)
             t = time.time()
             with torch.enable_grad():
                 update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=max(epochs), scope=scope, lr=args.lr),
