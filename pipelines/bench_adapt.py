@@ -113,18 +113,28 @@ def rd_change_by_epoch(codec, x: torch.Tensor, q: int, epochs: list[int]) -> tup
 
 
 EPOCH_REPEATS = 3
+EPOCH_VARIANTS = {"adapters": ({}, None), "full": ({"scope": "full"}, None)}
+"""Timed update variants: name -> (AdaptConfig fields, autocast dtype or None)."""
 
 
-def timings(codec, x: torch.Tensor, q: int) -> dict:
-    """Seconds per update epoch (adapters vs full) and the whole adaptive encode with default
-    settings (update + stock and adapted coding, product mode) against a plain encode."""
-    out = {"frames": x.shape[0], "height": x.shape[2], "width": x.shape[3], "quality": q, "epoch_repeats": EPOCH_REPEATS}
-    for _ in range(EPOCH_REPEATS):  # alternating, best of each: less exposed to the machine's other load
-        for scope in ("adapters", "full"):
-            with torch.enable_grad():
-                _, rep = update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=1, scope=scope))
-            key = f"seconds_per_epoch_{scope}"
+def timings(codec, x: torch.Tensor, q: int, variants: dict = EPOCH_VARIANTS, repeats: int = EPOCH_REPEATS) -> dict:
+    """Seconds per update epoch of each variant (best of ``repeats``, alternating: less exposed to
+    the machine's other load; on CUDA also the peak memory) and the whole adaptive encode with
+    default settings (update + stock and adapted coding, product mode) against a plain encode."""
+    cuda = codec.device.type == "cuda"
+    out = {"frames": x.shape[0], "height": x.shape[2], "width": x.shape[3], "quality": q, "epoch_repeats": repeats}
+    for _ in range(repeats):
+        for name, (kw, amp) in variants.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with torch.enable_grad(), torch.autocast(codec.device.type, dtype=amp, enabled=amp is not None):
+                _, rep = update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=1, **kw))
+            key = f"seconds_per_epoch_{name}"
             out[key] = min(out.get(key, float("inf")), rep["seconds_per_epoch"])
+            out[f"training_loss_{name}"] = rep["training_loss_per_epoch"][0]
+            if cuda:
+                out[f"peak_gpu_mib_{name}"] = torch.cuda.max_memory_allocated() / 2**20
+                torch.cuda.synchronize()
     t = time.time()
     codec.encode_gop(x, q)
     out["plain_encode_seconds"] = time.time() - t

@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "pipelines"))
 
-from bench_adapt import first_gop, rd_change_by_epoch, time_adaptive_encode  # noqa: E402
+from bench_adapt import EPOCH_VARIANTS, first_gop, rd_change_by_epoch, time_adaptive_encode  # noqa: E402
+from bench_adapt import timings as bench_timings  # noqa: E402
 
 from medgpu.adapt import AdaptConfig, update_gop  # noqa: E402
 from medgpu.adapt.online import rd_cost  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
-from medgpu.codec.intnet import ExactConv2d  # noqa: E402
+from medgpu.codec.intnet import ACT_BITS, MAX_WEIGHT, WEIGHT_BITS, ExactConv2d  # noqa: E402
 
 CT = "ct_chest_radiomics_lung1.nii.gz"
 BUDGET_VOLUMES = (CT, "us_echo_octave_10f.dcm", "mr_breast_radiomics_breast1.nii.gz")
@@ -74,11 +75,6 @@ class Recorder:
             self.write(part, {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-1500:]})
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def env(device: str) -> dict:
     out = {"torch": torch.__version__, "device": device}
     if device.startswith("cuda"):
@@ -101,10 +97,11 @@ def exactness(device: str) -> dict:
             ref = layer(x, exact=True)
             dev_layer = layer.to(device)
             ours = dev_layer(x.to(device), exact=True).cpu()
-            w = torch.round(dev_layer.weight.detach().double() * 64).clamp(-4096, 4096)
-            b = torch.round(dev_layer.bias.detach().double() * 1024)
-            with torch.backends.cudnn.flags(enabled=True, benchmark=True):
-                plain = torch.floor(torch.nn.functional.conv2d(x.to(device), w, b, padding=layer.pad) / 64).cpu()
+            w = torch.round(dev_layer.weight.detach().double() * 2**WEIGHT_BITS).clamp(-MAX_WEIGHT, MAX_WEIGHT)
+            b = torch.round(dev_layer.bias.detach().double() * 2 ** (WEIGHT_BITS + ACT_BITS))
+            with torch.backends.cudnn.flags(enabled=True, benchmark=True):  # the same sums through cuDNN
+                acc = torch.nn.functional.conv2d(x.to(device), w, b, padding=layer.pad)
+                plain = torch.floor(acc * 2.0**-WEIGHT_BITS).cpu()
             layer.to("cpu")
             counts["layers"] += 1
             counts["elements"] += ref.numel()
@@ -114,36 +111,21 @@ def exactness(device: str) -> dict:
 
 
 def timings(codec, x: torch.Tensor, device: str, quick: bool) -> dict:
-    """Seconds per update epoch (best of 3, alternating), plain and adaptive encode."""
+    """``bench_adapt.timings`` (epochs best of 3, plain and adaptive encode) after a warm-up; on CUDA
+    also an adapters variant and an adaptive encode under bf16 autocast (the coding passes ignore
+    it: ``medgpu.codec.gop.float32_coding``)."""
     q = 42
-    out = {"frames": x.shape[0], "height": x.shape[2], "width": x.shape[3], "quality": q}
     with torch.enable_grad():  # warm-up: cuDNN plans, allocator
         update_gop(codec.intra, codec.inter, x[:3], q, AdaptConfig(steps=1))
-    variants = {"adapters": ({}, None), "full": ({"scope": "full"}, None)}
+    variants = dict(EPOCH_VARIANTS)
     if device.startswith("cuda"):
         variants["adapters_bf16"] = ({}, torch.bfloat16)
-    for _ in range(1 if quick else 3):
-        for name, (kw, amp) in variants.items():
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            with torch.enable_grad(), torch.autocast("cuda", dtype=amp or torch.float16, enabled=amp is not None):
-                _, rep = update_gop(codec.intra, codec.inter, x, q, AdaptConfig(steps=1, **kw))
-            key = f"seconds_per_epoch_{name}"
-            out[key] = min(out.get(key, float("inf")), rep["seconds_per_epoch"])
-            out[f"training_loss_{name}"] = rep["training_loss_per_epoch"][0]
-            if device.startswith("cuda"):
-                out[f"peak_gpu_mib_{name}"] = torch.cuda.max_memory_allocated() / 2**20
-    sync(device)
-    t = time.time()
-    codec.encode_gop(x, q)
-    out["plain_encode_seconds"] = time.time() - t
-    for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):
-        if amp is not None and not device.startswith("cuda"):
-            continue
-        with torch.autocast("cuda", dtype=amp or torch.float16, enabled=amp is not None):
+    out = bench_timings(codec, x, q, variants, 1 if quick else 3)
+    if device.startswith("cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
             seconds, rep = time_adaptive_encode(codec, x, q, AdaptConfig())
-        out[f"adaptive_encode_seconds_{name}"] = seconds
-        out[f"adaptive_{name}"] = {k: rep[k] for k in ("rd_cost_before", "rd_cost_after", "used", "update_seconds")}
+        out["adaptive_encode_seconds_bf16"] = seconds
+        out["adaptive_report_bf16"] = {k: rep[k] for k in ("rd_cost_before", "rd_cost_after", "used", "update_seconds")}
     return out
 
 

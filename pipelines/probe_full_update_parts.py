@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_adapt import VAL, first_gop, rd_change_by_epoch  # noqa: E402
 
 from medgpu.adapt import AdaptConfig, adapt_encoder, update_gop  # noqa: E402
-from medgpu.adapt.adapters import Adapter, SerialAdapted, _parallel  # noqa: E402
+from medgpu.adapt.adapters import ADAPTER_SEED, Adapter, SerialAdapted, _conv_of, _parallel  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
 
 PARTS = {
@@ -55,7 +55,7 @@ def adapters_with_context(inter):
     model = adapt_encoder(inter)
     for name in ("s1", "s2", "s3"):
         stage = getattr(model.contextual_encoder, name).block
-        stage.ctx = _parallel(stage.ctx, 8, 3).to(next(inter.parameters()).device)
+        stage.ctx = _parallel(stage.ctx, 8, 3)
     return model
 
 
@@ -66,9 +66,9 @@ def serial_contextual_adapters(inter):
     ce = model.contextual_encoder
     for name in ("s1", "s2", "s3", "d4"):
         block = getattr(ce, name).block
-        c = block if isinstance(block, torch.nn.Conv2d) else block.conv
-        setattr(ce, name, SerialAdapted(block, Adapter(c.out_channels, c.out_channels, 8, 3)))
-    return model.to(next(inter.parameters()).device)
+        c = _conv_of(block).out_channels
+        setattr(ce, name, SerialAdapted(block, Adapter(c, c, 8, 3)))
+    return model
 
 
 class LowRankConv(torch.nn.Module):
@@ -80,8 +80,8 @@ class LowRankConv(torch.nn.Module):
         self.conv = conv
         cout, cin, kh, kw = conv.weight.shape
         fan_in = cin * kh * kw
-        self.a = torch.nn.Parameter(torch.randn(rank, fan_in, device=conv.weight.device) / fan_in**0.5)
-        self.b = torch.nn.Parameter(torch.zeros(cout, rank, device=conv.weight.device))
+        self.a = torch.nn.Parameter(torch.randn(rank, fan_in) / fan_in**0.5)
+        self.b = torch.nn.Parameter(torch.zeros(cout, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -94,13 +94,11 @@ def low_rank_encoders(inter, rank: int = 4):
     model = adapt_encoder(inter, scope="full")
     for p in model.parameters():
         p.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # fixed factors A, the caller's random state left alone
-        torch.manual_seed(0)
-        for enc in (model.contextual_encoder, model.motion_encoder):
-            for parent in list(enc.modules()):
-                for name, child in list(parent.named_children()):
-                    if isinstance(child, torch.nn.Conv2d):
-                        setattr(parent, name, LowRankConv(child, rank))
+    for enc in (model.contextual_encoder, model.motion_encoder):
+        for parent in list(enc.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Conv2d):
+                    setattr(parent, name, LowRankConv(child, rank))
     return model
 
 
@@ -111,10 +109,13 @@ VARIANTS = {"adapters": lambda inter: adapt_encoder(inter), "adapters_ctx": adap
 
 
 def build(inter, name: str):
-    """(model to train, scope whose learning rate applies)."""
-    if name in VARIANTS:
-        return VARIANTS[name](inter), "adapters"
-    return restricted_full_update(inter, name), "full"
+    """(model to train, scope whose learning rate applies). The random layers that a variant adds
+    come from ``ADAPTER_SEED``, as ``adapt_encoder``'s do, and the model is moved to the codec's device."""
+    if name not in VARIANTS:
+        return restricted_full_update(inter, name), "full"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ADAPTER_SEED)
+        return VARIANTS[name](inter).to(next(inter.parameters()).device), "adapters"
 
 
 def main() -> int:

@@ -2,28 +2,10 @@
 encoder (a stream byte-identical to the stock one before any update step)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from medgpu.codec import load_codec
-
-PROBE = Path(__file__).resolve().parents[2] / "pipelines" / "probe_full_update_parts.py"
-
-
-@pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location("medgpu_pipelines_probe_parts", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(PROBE.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(PROBE.parent))
-    return module
 
 
 @pytest.fixture(scope="module")

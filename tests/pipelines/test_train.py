@@ -2,28 +2,10 @@
 contextual branch from the I-frame codec."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from medgpu.codec.registry import build_networks
-
-TRAIN = Path(__file__).resolve().parents[2] / "pipelines" / "train.py"
-
-
-@pytest.fixture(scope="module")
-def train():
-    spec = importlib.util.spec_from_file_location("medgpu_pipelines_train", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(TRAIN.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(TRAIN.parent))
-    return module
 
 
 def test_rate_warmup_weight_is_off_then_ramps_to_one(train):
