@@ -19,7 +19,7 @@ import torch
 from medgpu.adapt.adapters import adapt_encoder, adapter_parameters
 from medgpu.adapt.config import AdaptConfig
 from medgpu.codec.entropy import SymbolCoder
-from medgpu.codec.gop import pad_frames
+from medgpu.codec.gop import IntraTrials, pad_frames
 from medgpu.codec.inter import InterCodec, Reference
 from medgpu.codec.intra import IntraCodec
 from medgpu.codec.quality import lagrangian_cost, lam
@@ -133,13 +133,14 @@ def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int,
     with torch.enable_grad():
         model, report = update_gop(codec.intra, codec.inter, frames, quality, config, start)
     report["update_seconds"] = report["seconds"]
-    stock, stock_recon = codec.encode_gop_with_recon(frames, quality, mode=mode)
+    trials = IntraTrials(quality)  # the adapted encode reuses the stock encode's I-frame trials
+    stock, stock_recon = codec.encode_gop_with_recon(frames, quality, mode=mode, intra_trials=trials)
     if frames.shape[0] < 2 or (report["epochs"] == 0 and adapted is None):
         # nothing to adapt (a lone I-frame) or zero-initialised adapters: the same stream twice
         cost = rd_cost(frames, stock_recon, stock, quality)
         report.update(rd_cost_before=cost, rd_cost_after=cost, used="stock", seconds=time.time() - t0)
         return stock, model, report
-    ada, ada_recon = codec.encode_gop_with_recon(frames, quality, inter=model, mode=mode)
+    ada, ada_recon = codec.encode_gop_with_recon(frames, quality, inter=model, mode=mode, intra_trials=trials)
     before, after = rd_cost(frames, stock_recon, stock, quality), rd_cost(frames, ada_recon, ada, quality)
     keep = after < before  # a tie (e.g. no frame coded as a P-frame) keeps the stock stream
     report.update(rd_cost_before=before, rd_cost_after=after, used="adapted" if keep else "stock",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -42,6 +43,17 @@ def float32_coding() -> Iterator[None]:
         yield
 
 
+@dataclass
+class IntraTrials:
+    """I-frame encodes of one GoP's frames at one quality, kept to be reused by a later encode of
+    the same frames (the I-frame trials do not depend on the P-frame encoder, so the stock and the
+    adapted encoder of an adaptive encode code the same ones). Frame index -> (reconstruction,
+    latent, recorded symbols)."""
+
+    quality: int
+    frames: dict[int, tuple[torch.Tensor, torch.Tensor, SymbolRecorder]] = field(default_factory=dict)
+
+
 class GopCoder:
     """Encodes and decodes GoPs with a pair of intra/inter networks."""
 
@@ -60,10 +72,22 @@ class GopCoder:
     def _device(self) -> torch.device:
         return next(self.intra.parameters()).device
 
+    def _intra_trial(self, i: int, cur: torch.Tensor, quality: int,
+                     trials: IntraTrials | None) -> tuple[torch.Tensor, torch.Tensor, SymbolRecorder]:
+        """Frame ``i`` coded as an I-frame into a recorder (from ``trials`` when it is there)."""
+        if trials is not None and i in trials.frames:
+            return trials.frames[i]
+        rec = SymbolRecorder(self._coder())
+        xi, yi = self.intra.compress(cur, quality, rec)
+        if trials is not None:
+            trials.frames[i] = (xi, yi, rec)
+        return xi, yi, rec
+
     @torch.no_grad()
     @float32_coding()
     def encode(self, frames: torch.Tensor, quality: int, on_frame: Callable[[int], None] | None = None,
-               inter: InterCodec | None = None, mode: str = "auto") -> tuple[bytes, torch.Tensor]:
+               inter: InterCodec | None = None, mode: str = "auto",
+               intra_trials: IntraTrials | None = None) -> tuple[bytes, torch.Tensor]:
         """Encode [T,1,H,W] frames in [0,1]; returns (payload, decoder-side reconstruction).
 
         Frame 0 is an I-frame. Each later frame carries a coded mode flag: with
@@ -71,17 +95,22 @@ class GopCoder:
         the one with the lower rate-distortion cost (real bytes, lambda of ``quality``);
         ``mode="p"`` forces P-frames (the paper's IPPP setting). ``inter`` may be an
         encoder-adapted copy of the P-frame codec: its decoder-side modules are the stock
-        ones, so the stream decodes with the stock networks.
+        ones, so the stream decodes with the stock networks. ``intra_trials`` (at ``quality``)
+        collects the I-frame encodes of these frames, or supplies those of an earlier encode of
+        the same frames: the stream is the same, the work is done once.
         """
         if mode not in ("auto", "p"):
             raise ValueError("mode must be 'auto' or 'p'")
+        if intra_trials is not None and intra_trials.quality != quality:
+            raise ValueError(f"I-frame trials were coded at quality {intra_trials.quality}, not {quality}")
         inter = inter or self.inter
         device = self._device()
         t, _, h, w = frames.shape
         x = pad_frames(frames.float().to(device), self.stride)
         coder = self._coder()
         recon = torch.empty(t, 1, h, w)
-        x0, y0 = self.intra.compress(x[0:1], quality, coder)
+        x0, y0, rec0 = self._intra_trial(0, x[0:1], quality, intra_trials)
+        rec0.replay(coder)
         ref = inter.reference_from_intra(x0, y0)
         recon[0] = x0[0, :, :h, :w].cpu()
         if on_frame:
@@ -92,8 +121,7 @@ class GopCoder:
             p_ref = inter.compress(cur, ref, quality, p_rec)
             choice, chosen, rec = P_FRAME, p_ref, p_rec
             if mode == "auto":
-                i_rec = SymbolRecorder(self._coder())
-                xi, yi = self.intra.compress(cur, quality, i_rec)
+                xi, yi, i_rec = self._intra_trial(i, cur, quality, intra_trials)
                 if self._cost(i_rec, xi, cur, h, w, quality) < self._cost(p_rec, p_ref.frame, cur, h, w, quality):
                     choice, chosen, rec = I_FRAME, inter.reference_from_intra(xi, yi), i_rec
             coder.encode_flag(choice)

@@ -76,9 +76,11 @@ class VolumeCodec:
         """
         return self.gop.encode(frames, quality, on_frame, inter, mode)[0]
 
-    def encode_gop_with_recon(self, frames: torch.Tensor, quality: int, on_frame=None, inter=None, mode="auto"):
-        """As :meth:`encode_gop`, also returning the decoder's reconstruction."""
-        return self.gop.encode(frames, quality, on_frame, inter, mode)
+    def encode_gop_with_recon(self, frames: torch.Tensor, quality: int, on_frame=None, inter=None, mode="auto",
+                              intra_trials=None):
+        """As :meth:`encode_gop`, also returning the decoder's reconstruction; ``intra_trials``
+        as in :meth:`GopCoder.encode`."""
+        return self.gop.encode(frames, quality, on_frame, inter, mode, intra_trials)
 
     def decode_gop(self, payload: bytes, num_frames: int, height: int, width: int, quality: int,
                    on_frame: Callable[[int], None] | None = None) -> torch.Tensor:

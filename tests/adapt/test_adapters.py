@@ -170,6 +170,17 @@ def test_a_tie_keeps_the_stock_stream(codec, monkeypatch):
     assert rep["used"] == "stock" and payload == codec.encode_gop(x, 20) and carried is None
 
 
+def test_adaptive_encode_codes_each_i_frame_trial_once(codec, monkeypatch):
+    """The adapted encode reuses the stock encode's I-frame trials (they do not depend on the
+    P-frame encoder): one intra encode per frame, plus the update's own I-frame."""
+    x = frames(t=4, seed=7)
+    calls = []
+    compress = codec.intra.compress
+    monkeypatch.setattr(codec.intra, "compress", lambda *a, **k: calls.append(1) or compress(*a, **k))
+    encode_adapted_gop(codec, x, 20, AdaptConfig(steps=1, patch=64), mode="auto")
+    assert len(calls) == 4 + 1
+
+
 def test_single_frame_gop_is_coded_once(codec):
     x = frames(t=1)
     payload, _, rep = encode_adapted_gop(codec, x, 20, AdaptConfig(steps=2, patch=64))

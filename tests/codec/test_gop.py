@@ -8,7 +8,7 @@ import torch
 
 from medgpu.codec import load_codec
 from medgpu.codec.entropy import SymbolCoder
-from medgpu.codec.gop import pad_frames, padded_size
+from medgpu.codec.gop import IntraTrials, pad_frames, padded_size
 from medgpu.codec.quality import lam as quality_lambda
 
 
@@ -146,6 +146,23 @@ def test_mode_decision_codes_a_cut_as_an_i_frame(codec):
     bits = {m: 8 * n / x[0].numel() / 6 for m, (n, _) in out.items()}
     cost = {m: lam * e + bits[m] for m, (_, e) in out.items()}
     assert cost["auto"] <= cost["p"] * 1.02
+
+
+def test_intra_trials_are_coded_once_and_reused_with_the_same_stream(codec, monkeypatch):
+    x = torch.cat((phantom(3, 64, 64, seed=4), torch.flip(phantom(3, 64, 64, seed=5), dims=[-1]) * 0.5 + 0.3))
+    plain, plain_recon = codec.encode_gop_with_recon(x, 40)
+    trials = IntraTrials(40)
+    first = codec.encode_gop_with_recon(x, 40, intra_trials=trials)
+    assert sorted(trials.frames) == list(range(6))  # the I-frame and every frame's I trial
+    calls = []
+    compress = codec.intra.compress
+    monkeypatch.setattr(codec.intra, "compress", lambda *a, **k: calls.append(1) or compress(*a, **k))
+    second = codec.encode_gop_with_recon(x, 40, intra_trials=trials)
+    assert calls == []  # nothing coded again
+    for payload, recon in (first, second):
+        assert payload == plain and torch.equal(recon, plain_recon)
+    with pytest.raises(ValueError, match="quality 40"):
+        codec.encode_gop_with_recon(x, 41, intra_trials=trials)
 
 
 def test_forced_p_mode_is_rejected_when_unknown(codec):
