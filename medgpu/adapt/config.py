@@ -22,7 +22,8 @@ coder will code them (straight-through gradient), or with pre-training's uniform
 class AdaptConfig:
     """Settings of the online update (the sidecar records them)."""
 
-    steps: int = 2  # epochs over all patch-GoPs (a 30x256x256 GoP: update ~50 s, adaptive encode 75 s on a 2-core CPU)
+    steps: int = 2  # epochs over all patch-GoPs (a 30x256x256 GoP on the 2-core CPU: update 54-61 s, adaptive
+    # encode 76-88 s; 1 epoch fits 60 s but loses to the stock stream at 18 of 21 val points, docs/adaptation.md)
     patch: int = 128  # patch size in pixels (rounded up to the network stride)
     frames: int | None = None  # update on the first N frames only (None: the whole GoP)
     scope: str = "adapters"  # "adapters" (the method) or "full" (every encoder-side parameter)

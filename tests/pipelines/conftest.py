@@ -31,3 +31,8 @@ def train() -> ModuleType:
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
     return load_pipeline("probe_full_update_parts")
+
+
+@pytest.fixture(scope="module")
+def threads_script() -> ModuleType:
+    return load_pipeline("time_update_threads")
