@@ -36,3 +36,8 @@ def probe() -> ModuleType:
 @pytest.fixture(scope="module")
 def threads_script() -> ModuleType:
     return load_pipeline("time_update_threads")
+
+
+@pytest.fixture(scope="module")
+def first_steps() -> ModuleType:
+    return load_pipeline("probe_first_steps")
