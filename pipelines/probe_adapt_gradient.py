@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_adapt import VAL, first_gop  # noqa: E402
 
 from medgpu.adapt import adapt_encoder, adapter_parameters  # noqa: E402
-from medgpu.adapt.online import _chain_loss  # noqa: E402
+from medgpu.adapt.online import _chain_loss, decoded_i_frame  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
-from medgpu.codec.entropy import SymbolCoder  # noqa: E402
 from medgpu.codec.gop import pad_frames  # noqa: E402
 
 STEPS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -43,9 +42,7 @@ def main(argv: list[str]) -> int:
     codec = load_codec()
     x = pad_frames(first_gop(VAL / name, 128, 30)[0], max(codec.intra.stride, codec.inter.stride))
     x = x[: int(argv[4])] if len(argv) > 4 else x
-    g = codec.intra.latent.gaussian
-    with torch.no_grad():
-        x0, y0 = codec.intra.compress(x[0:1], q, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
+    x0, y0 = decoded_i_frame(codec.intra, x[0:1], q)
     model = adapt_encoder(codec.inter, scope=scope)
     params = adapter_parameters(model)
     if scope == "adapters":

@@ -29,9 +29,8 @@ from bench_adapt import DEFAULT_VOLUMES, VAL, first_gop, rd_change_by_epoch  # n
 
 from medgpu.adapt import adapt_encoder, adapter_parameters  # noqa: E402
 from medgpu.adapt.config import LEARNING_RATES  # noqa: E402
-from medgpu.adapt.online import _chain_loss  # noqa: E402
+from medgpu.adapt.online import decoded_i_frame, update_step  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
-from medgpu.codec.entropy import SymbolCoder  # noqa: E402
 from medgpu.codec.gop import pad_frames  # noqa: E402
 
 
@@ -47,28 +46,30 @@ def normalised_step(params: list[torch.Tensor], length: float) -> None:
                 p -= length * p.grad / norm
 
 
+class NormalisedStep(torch.optim.Optimizer):
+    """Steps of L2 length ``length`` along the negative gradient (:func:`normalised_step`)."""
+
+    def __init__(self, params: list[torch.Tensor], length: float) -> None:
+        super().__init__(params, {"length": length})
+
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            normalised_step(group["params"], group["length"])
+
+
 def run(codec, x: torch.Tensor, q: int, variant: str, steps: list[int]) -> dict[int, float]:
     """Real RD-cost change (%) after each count in ``steps`` of one variant's updates of the whole
     GoP ``x`` (one patch-GoP: the crop must fit one patch)."""
     curve, on_step = rd_change_by_epoch(codec, x, q, steps)
     model = adapt_encoder(codec.inter)
     params = adapter_parameters(model)
-    opt = torch.optim.Adam(params, lr=LEARNING_RATES["adapters"]) if variant == "adam" else None
+    opt = (torch.optim.Adam(params, lr=LEARNING_RATES["adapters"]) if variant == "adam"
+           else NormalisedStep(params, float(variant[3:])))
     xp = pad_frames(x, codec.gop.stride)
-    g = codec.intra.latent.gaussian
-    with torch.no_grad():
-        x0, y0 = codec.intra.compress(xp[0:1], q, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
-    h, w = x.shape[-2:]
+    x0, y0 = decoded_i_frame(codec.intra, xp[0:1], q)
     for k in range(1, max(steps) + 1):
         with torch.enable_grad():
-            loss = _chain_loss(model, xp, model.reference_from_intra(x0, y0), q, valid=(h, w))
-            for p in params:
-                p.grad = None
-            loss.backward()
-        if opt is not None:
-            opt.step()
-        else:
-            normalised_step(params, float(variant[3:]))
+            update_step(model, opt, xp, model.reference_from_intra(x0, y0), q, valid=x.shape[-2:])
         on_step(k, model)
     return curve
 

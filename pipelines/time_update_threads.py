@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_adapt import VAL, first_gop  # noqa: E402
 
 from medgpu.adapt.adapters import Adapter, adapt_encoder, adapter_parameters  # noqa: E402
-from medgpu.adapt.online import _chain_loss  # noqa: E402
+from medgpu.adapt.online import decoded_i_frame, update_step  # noqa: E402
 from medgpu.codec import load_codec  # noqa: E402
-from medgpu.codec.entropy import SymbolCoder  # noqa: E402
 
 PATCH, QUALITY, ROUNDS = 128, 42, 2
 
@@ -37,17 +36,12 @@ def step_seconds(codec, x: torch.Tensor, threads: list[int]) -> dict[int, float]
     """Best seconds of one Adam step of the adapters on ``x`` [T,1,h,w] per thread count."""
     model = adapt_encoder(codec.inter)
     opt = torch.optim.Adam(adapter_parameters(model), lr=1e-3)
-    g = codec.intra.latent.gaussian
-    with torch.no_grad():
-        x0, y0 = codec.intra.compress(x[0:1], QUALITY, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
+    x0, y0 = decoded_i_frame(codec.intra, x[0:1], QUALITY)
     best: dict[int, float] = {}
     for n in threads:
         torch.set_num_threads(n)
         t = time.perf_counter()
-        loss = _chain_loss(model, x, model.reference_from_intra(x0, y0), QUALITY)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        update_step(model, opt, x, model.reference_from_intra(x0, y0), QUALITY)
         best[n] = min(best.get(n, float("inf")), time.perf_counter() - t)
     return best
 

@@ -55,6 +55,25 @@ def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int, nois
     return loss
 
 
+def decoded_i_frame(intra: IntraCodec, frame: torch.Tensor, quality: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's reconstruction and latent of ``frame`` [1,1,H,W] (padded) coded as an I-frame:
+    the start of every P-frame chain of an update."""
+    g = intra.latent.gaussian
+    with torch.no_grad():
+        return intra.compress(frame, quality, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
+
+
+def update_step(model: InterCodec, opt: torch.optim.Optimizer, x: torch.Tensor, ref: Reference, q: int,
+                noise: bool = False, valid: tuple[int, int] | None = None) -> float:
+    """One step of ``opt`` on the chain loss of ``x`` from ``ref`` (:func:`_chain_loss`); returns the
+    loss before the step."""
+    loss = _chain_loss(model, x, ref, q, noise, valid)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quality: int,
                config: AdaptConfig, adapted: InterCodec | None = None,
                on_epoch: Callable[[int, InterCodec], None] | None = None) -> tuple[InterCodec, dict]:
@@ -77,9 +96,7 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
     if x.shape[0] < 2 or config.steps <= 0 or not params:
         report.update(seconds=time.time() - t0, epochs=0)
         return model, report
-    g = intra.latent.gaussian
-    with torch.no_grad():
-        x0_hat, y0_hat = intra.compress(x[0:1], quality, SymbolCoder(g.models(), g.half_width.cpu().numpy()))
+    x0_hat, y0_hat = decoded_i_frame(intra, x[0:1], quality)
     h, w = x.shape[-2:]
     windows = [(r, c) for r in patch_windows(h, config.patch, stride) for c in patch_windows(w, config.patch, stride)]
     ps_h = min(h, -(-config.patch // stride) * stride)
@@ -95,12 +112,8 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
     for _ in range(config.steps):
         te, total = time.time(), 0.0
         for r, c in windows:
-            loss = _chain_loss(model, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality,
-                               config.rate == "noisy", (min(ps_h, h0 - r), min(ps_w, w0 - c)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
+            total += update_step(model, opt, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality,
+                                 config.rate == "noisy", (min(ps_h, h0 - r), min(ps_w, w0 - c)))
         epoch_seconds.append(time.time() - te)
         epoch_losses.append(total / len(windows) / (x.shape[0] - 1))
         if on_epoch is not None:

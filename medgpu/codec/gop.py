@@ -109,8 +109,11 @@ class GopCoder:
         x = pad_frames(frames.float().to(device), self.stride)
         coder = self._coder()
         recon = torch.empty(t, 1, h, w)
-        x0, y0, rec0 = self._intra_trial(0, x[0:1], quality, intra_trials)
-        rec0.replay(coder)
+        if intra_trials is None:
+            x0, y0 = self.intra.compress(x[0:1], quality, coder)
+        else:  # recorded once, replayed into each encode of these frames
+            x0, y0, rec0 = self._intra_trial(0, x[0:1], quality, intra_trials)
+            rec0.replay(coder)
         ref = inter.reference_from_intra(x0, y0)
         recon[0] = x0[0, :, :h, :w].cpu()
         if on_frame:

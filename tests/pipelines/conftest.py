@@ -23,21 +23,20 @@ def load_pipeline(stem: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def train() -> ModuleType:
-    return load_pipeline("train")
+def _script(stem: str):
+    """A module-scoped fixture returning ``pipelines/<stem>.py`` as a module."""
+    return pytest.fixture(scope="module")(lambda: load_pipeline(stem))
+
+
+train = _script("train")
+probe = _script("probe_full_update_parts")
+threads_script = _script("time_update_threads")
+first_steps = _script("probe_first_steps")
 
 
 @pytest.fixture(scope="module")
-def probe() -> ModuleType:
-    return load_pipeline("probe_full_update_parts")
+def codec():
+    """The shipped codec, loaded once per test module."""
+    from medgpu.codec import load_codec
 
-
-@pytest.fixture(scope="module")
-def threads_script() -> ModuleType:
-    return load_pipeline("time_update_threads")
-
-
-@pytest.fixture(scope="module")
-def first_steps() -> ModuleType:
-    return load_pipeline("probe_first_steps")
+    return load_codec()

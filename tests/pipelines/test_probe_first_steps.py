@@ -4,8 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgpu.codec import load_codec
-
 
 def test_normalised_step_moves_the_given_length_against_the_gradient(first_steps):
     a, b = torch.zeros(3, requires_grad=True), torch.ones(2, requires_grad=True)
@@ -18,7 +16,7 @@ def test_normalised_step_moves_the_given_length_against_the_gradient(first_steps
 
 
 @pytest.mark.parametrize("variant", ["adam", "ngd1e-3"])
-def test_run_reports_the_rd_change_after_each_requested_step(first_steps, variant):
+def test_run_reports_the_rd_change_after_each_requested_step(first_steps, codec, variant):
     x = torch.rand(3, 1, 64, 64) * 0.2 + 0.4
-    curve = first_steps.run(load_codec(), x, 42, variant, [1, 2])
+    curve = first_steps.run(codec, x, 42, variant, [1, 2])
     assert sorted(curve) == [1, 2] and all(abs(v) < 100 for v in curve.values())

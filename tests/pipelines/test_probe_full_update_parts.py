@@ -5,13 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgpu.codec import load_codec
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return load_codec()
-
 
 def _trainable(model):
     return {name for name, p in model.named_parameters() if p.requires_grad}
