@@ -91,13 +91,13 @@ def default_dicom_dir(stream: PathLike) -> Path:
     return p.with_name(_strip_suffix(p, (".mgpu",)) + "_dicom")
 
 
-def _check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+def _check_outputs(paths: Sequence[Path], overwrite: bool, make_dirs: bool = False) -> None:
     for p in paths:
         if p.is_dir():
             raise OutputError(f"output is a folder: {p}")
         if p.exists() and not overwrite:
             raise OutputError(f"output exists: {p} (use --force / overwrite=True to replace it)")
-        if not p.parent.is_dir():
+        if not make_dirs and not p.parent.is_dir():
             raise OutputError(f"output folder does not exist: {p.parent}")
 
 
@@ -308,6 +308,7 @@ def compress(
     overwrite: bool = False,
     codec: VolumeCodec | None = None,
     adapt: AdaptConfig | bool | None = None,
+    make_dirs: bool = False,
 ) -> dict[str, Any]:
     """Compress ``src`` (NIfTI, DICOM file or series folder, or a :class:`Volume`) to ``out``.
 
@@ -318,7 +319,9 @@ def compress(
     ``codec`` overrides the shipped codec (tests use random weights). ``adapt`` turns on
     content-adaptive encoding (an :class:`medgpu.adapt.AdaptConfig`, or ``True`` for the
     defaults); its settings, time and, per GoP, the real rate-distortion cost of the stock and
-    the adapted stream (the cheaper one is kept) go into the report.
+    the adapted stream (the cheaper one is kept) go into the report. ``make_dirs`` creates
+    missing folders of ``out`` just before the stream is written (and removes them again, if
+    still empty, when the call fails); otherwise a missing folder is an error.
     """
     quality = DEFAULT_QUALITY if quality is None else quality
     gop = _check_gop(gop)
@@ -332,7 +335,7 @@ def compress(
     if Path(out).suffix.lower() != ".mgpu":
         raise OptionError(f"the output must be a .mgpu file, got {Path(out).name}")
     stream, side = Path(out), sidecar_path(out)
-    _check_outputs([stream, side], overwrite)
+    _check_outputs([stream, side], overwrite, make_dirs)
     volume = _read_volume(src)
     try:
         plan = plan_for_volume(volume, slice_axis=slice_axis, gop=gop)
@@ -362,7 +365,7 @@ def compress(
     if adapt is not None:
         adapt.validate()
     adapt_reports: list[dict] = []
-    with atomic_paths(stream, side) as (tmp_stream, tmp_side):
+    with atomic_paths(stream, side, make_parents=make_dirs) as (tmp_stream, tmp_side):
         t0 = time.perf_counter()
         packets = _encode_packets(gops, mapping, codec, quality, device, progress, adapt, adapt_reports)
         size = write_container(tmp_stream, header, packets)

@@ -83,6 +83,38 @@ def test_failed_compress_leaves_no_output_folder(tmp_path, codec):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_folder_removed_by_a_concurrent_failed_call_is_made_again(tmp_path, image, codec, monkeypatch):
+    """Two DataLoader workers write under one new folder; the first fails and removes the folder,
+    still empty, while the second reads its input: the second still writes its stream."""
+    import medgpu.api as api
+
+    out_dir = tmp_path / "new" / "deeper"
+    read = api._read_volume
+
+    def read_while_the_other_worker_cleans_up(src):
+        if out_dir.exists():  # the other call's cleanup of the (empty) folders it made
+            out_dir.rmdir()
+            out_dir.parent.rmdir()
+        return read(src)
+
+    monkeypatch.setattr(api, "_read_volume", read_while_the_other_worker_cleans_up)
+    path = T.CompressToMgpu(out_dir=out_dir, codec=codec, **OPTS)(image)
+    assert path == str(out_dir / "ct.mgpu") and (out_dir / "ct.mgpu").stat().st_size > 0
+    assert (out_dir / "ct.mgpu.json").is_file()
+
+
+def test_compress_failing_while_writing_leaves_no_output_folder(tmp_path, image, codec, monkeypatch):
+    import medgpu.api as api
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(api, "_encode_packets", fail)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        T.CompressToMgpu(out_dir=tmp_path / "new" / "deeper", codec=codec, **OPTS)(image)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("kind", ["metatensor", "numpy", "torch", "two_channels"])
 def test_round_trip_keeps_type_shape_dtype_and_meta(image, codec, kind):
     img: object = {

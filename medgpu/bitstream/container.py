@@ -164,16 +164,27 @@ class PacketEntry:
 
 
 @contextlib.contextmanager
-def atomic_paths(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
+def atomic_paths(*targets: str | os.PathLike[str], make_parents: bool = False) -> Iterator[list[Path]]:
     """Yield temporary paths beside ``targets``; on success move them all into place.
 
     On any exception the temporaries are removed and targets already moved in this call are
-    removed too, so a failure leaves no partial output.
+    removed too, so a failure leaves no partial output. ``make_parents`` creates missing
+    folders of the targets (just before yielding, so that they stay empty for as short a time
+    as possible) and removes those it created again on failure, if they are still empty:
+    a folder that a concurrent writer has put a file into stays.
     """
     finals = [Path(t) for t in targets]
     temps = [p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.part") for p in finals]
     moved: list[Path] = []
+    created: list[Path] = []
     for p in finals:
+        if make_parents and not p.parent.is_dir():
+            missing = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create output folder {p.parent}: {exc.strerror}") from None
+            created += [d for d in missing if d not in created]
         if not p.parent.is_dir():
             raise OutputError(f"output folder does not exist: {p.parent}")
     try:
@@ -188,6 +199,9 @@ def atomic_paths(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
         for p in temps + moved:
             with contextlib.suppress(OSError):
                 p.unlink()
+        for d in sorted(created, key=lambda d: len(d.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if still empty
         raise
 
 

@@ -11,7 +11,6 @@ Each transform loads its codec once, on first use, and keeps it.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from collections.abc import Mapping
@@ -135,15 +134,10 @@ class CompressToMgpu(Transform):
         if path is None:
             data, self.last_report = compress_to_bytes(volume, **kwargs)
             return data
-        created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.last_report = compress(volume, path, overwrite=self.overwrite, **kwargs)
-        except BaseException:  # no empty output folders left behind by a failed call
-            for d in created:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            raise
+        # missing folders are made just before the stream is written, not now: a concurrent call
+        # (a DataLoader worker) that fails removes the folders it made if they are still empty,
+        # and would pull them from under this one while it reads and encodes its input
+        self.last_report = compress(volume, path, overwrite=self.overwrite, make_dirs=True, **kwargs)
         return str(path)
 
 

@@ -219,3 +219,26 @@ def test_atomic_paths_missing_folder(tmp_path):
     with pytest.raises(MedgpuError, match="folder does not exist"):
         with atomic_paths(tmp_path / "no" / "x.mgpu"):
             pass
+
+
+def test_atomic_paths_make_parents_creates_and_removes_only_its_own_empty_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "x.mgpu"
+    with atomic_paths(target, target.with_suffix(".json"), make_parents=True) as (t, tj):
+        assert t.parent.is_dir()  # made before the body writes
+        t.write_bytes(b"x")
+        tj.write_text("{}")
+    assert target.read_bytes() == b"x"
+    # a failed call removes the folders it made ...
+    other = tmp_path / "c" / "d" / "y.mgpu"
+    with pytest.raises(RuntimeError):
+        with atomic_paths(other, make_parents=True) as (t,):
+            t.write_bytes(b"y")
+            raise RuntimeError("boom")
+    assert not (tmp_path / "c").exists()
+    # ... but keeps those that already existed and those a concurrent writer has put a file into
+    with pytest.raises(RuntimeError):
+        with atomic_paths(tmp_path / "a" / "e" / "z.mgpu", make_parents=True) as (t,):
+            (tmp_path / "a" / "e" / "theirs.mgpu").write_bytes(b"")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b", "e"]
+    assert [p.name for p in (tmp_path / "a" / "e").iterdir()] == ["theirs.mgpu"]
