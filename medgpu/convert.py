@@ -201,11 +201,16 @@ def volume_meta(volume: Volume, *, extra: Mapping[str, Any] | None = None) -> di
 
     ``affine`` and ``original_affine`` (float64 4x4), ``spatial_shape``,
     ``original_channel_dim`` (nan = no channel; -1 for 4-D+ volumes, as nibabel's reader),
-    ``space`` ("RAS"), ``spacing``, ``source_format``, plus ``extra``.
+    ``space`` ("RAS"), ``spacing``, ``source_format``, plus ``extra``; for a NIfTI source
+    also the header fields that MONAI's ``NibabelReader`` gives (``pixdim``, ``dim``,
+    ``qform_code``, ...: :func:`medgpu.io.nifti.reader_meta`).
     """
+    from medgpu.io.nifti import reader_meta
+
     affine = np.asarray(volume.affine, dtype=np.float64)
     nspatial = volume.spatial_ndim
-    meta: dict[str, Any] = {
+    meta: dict[str, Any] = reader_meta(volume)
+    meta |= {
         "affine": affine.copy(),
         "original_affine": affine.copy(),
         "spatial_shape": np.asarray(volume.shape[:nspatial]),
@@ -237,6 +242,10 @@ def from_volume(
     """A Volume as ``"metatensor"`` (MetaTensor with MONAI meta), ``"numpy"`` / ``"torch"``
     (``(array, affine)`` pairs, torchio style) or ``"volume"`` (itself).
 
+    The arrays hold real-world values (:meth:`Volume.real_world_array`: the source's NIfTI or
+    DICOM scaling applied, as MONAI's and torchio's readers give them); the Volume keeps the
+    stored values and the scaling in its header.
+
     ``channel_first`` puts a channel axis first (the extra axes of a 4-D+ volume, else a
     new axis of 1). ``meta`` adds keys to the MetaTensor's meta.
     """
@@ -244,7 +253,8 @@ def from_volume(
         raise OptionError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
     if output == "volume":
         return volume
-    array = _channel_first(volume.array) if channel_first else volume.array
+    array = volume.real_world_array()
+    array = _channel_first(array) if channel_first else array
     affine = np.asarray(volume.affine, dtype=np.float64)
     if output == "numpy":
         return array, affine
@@ -352,6 +362,10 @@ def _volume_of_range(path: PathLike, start: int, stop: int, device: str,
     array = api.decode_slices(path, start, stop, device=device, codec=codec)
     volume = api._volume_from(header, array)
     volume.affine = shift_affine(volume.affine, header.slice_axis, start)
+    dicom = volume.header.get("dicom")
+    if isinstance(dicom, dict) and dicom.get("rescale") and header.slice_axis == 2:
+        # a per-slice Rescale lists the DICOM slices (the last axis): keep those of the range
+        volume.header = {**volume.header, "dicom": {**dicom, "rescale": dicom["rescale"][start:stop]}}
     return volume
 
 

@@ -83,6 +83,26 @@ class Volume:
             inter = 0.0
         return slope, inter
 
+    def real_world_array(self) -> np.ndarray:
+        """The voxel values with the source's scaling applied, as MONAI's readers return them.
+
+        A per-slice DICOM Rescale (``header["dicom"]["rescale"]``, one pair per slice of the
+        last axis) gives float32, as MONAI's ``PydicomReader``; so does a series-wide one from a
+        DICOM source. NIfTI ``scl_slope``/``scl_inter`` give float64, as nibabel applies them
+        for MONAI's ``NibabelReader``. Without scaling the stored array itself is returned.
+        """
+        dicom = self.header.get("dicom")
+        rescale = dicom.get("rescale") if isinstance(dicom, dict) else None
+        if rescale:
+            scale = np.asarray(rescale, dtype=np.float64)
+            return (self.array.astype(np.float64) * scale[:, 0] + scale[:, 1]).astype(np.float32)
+        slope, inter = self.value_scaling
+        if (slope, inter) == (1.0, 0.0):
+            return self.array
+        if isinstance(dicom, dict):
+            return self.array.astype(np.float32) * np.float32(slope) + np.float32(inter)
+        return self.array.astype(np.float64) * slope + inter
+
     def slice_axis(self, override: int | None = None) -> int:
         """The axis to code as the frame axis: ``override`` if given, else the default rule."""
         if override is not None:

@@ -868,9 +868,7 @@ def nifti_ready(volume: Volume) -> Volume:
     dicom = volume.header.get("dicom")
     rescale = dicom.get("rescale") if isinstance(dicom, dict) else None
     if rescale:
-        scale = np.asarray(rescale, dtype=np.float64)
-        real = volume.array.astype(np.float64) * scale[:, 0] + scale[:, 1]
-        return Volume(real.astype(np.float32), volume.affine, volume.spacing, "array", {}, volume.path)
+        return Volume(volume.real_world_array(), volume.affine, volume.spacing, "array", {}, volume.path)
     slope, inter = volume.value_scaling
     if (slope, inter) == (1.0, 0.0):
         return Volume(volume.array, volume.affine, volume.spacing, "array", {}, volume.path)

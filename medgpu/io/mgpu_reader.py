@@ -8,11 +8,15 @@
     load = LoadImaged(keys="image", reader=medgpu.MgpuReader)                      # whole volume
     load = LoadImaged(keys="image", reader=medgpu.MgpuReader, slice_range=(10, 20))  # only the GoPs needed
 
-The array is spatial first with the stored dtype (``LoadImage`` casts to its ``dtype``,
-float32 by default); the meta dict holds ``affine``/``original_affine`` (the source
-file's affine, shifted to the first slice for a slice range), ``spatial_shape``,
-``original_channel_dim`` (nan: no channel; -1 for 4-D+ volumes), ``space`` ("RAS"),
-``spacing`` and ``mgpu_*`` stream facts. This module imports MONAI.
+The array is spatial first and holds the values MONAI's own readers give for the source
+file: NIfTI ``scl_slope``/``scl_inter`` and DICOM Rescale Slope/Intercept (per slice when it
+varies) applied, float64 / float32 as nibabel / ``PydicomReader`` give them, the stored dtype
+when there is no scaling (``LoadImage`` casts to its ``dtype``, float32 by default). The meta
+dict holds ``affine``/``original_affine`` (the source file's affine, shifted to the first slice
+for a slice range), ``spatial_shape``, ``original_channel_dim`` (nan: no channel; -1 for 4-D+
+volumes), ``space`` ("RAS"), ``spacing`` and ``mgpu_*`` stream facts; for a NIfTI source also
+the header fields of ``NibabelReader`` (``pixdim``, ``dim``, ``qform_code``, ...; ``pixdim`` as
+stored: MONAI's reader rewrites it from the affine, medgpu does not). This module imports MONAI.
 """
 from __future__ import annotations
 
@@ -128,7 +132,7 @@ class MgpuReader(ImageReader):
             })
             if self.channel_dim is not None:
                 meta["original_channel_dim"] = self.channel_dim
-            arrays.append(volume.array)
+            arrays.append(volume.real_world_array())
             metas.append(meta)
         meta = metas[0]
         for other in metas[1:]:

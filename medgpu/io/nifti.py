@@ -20,6 +20,7 @@ Extensions are restored byte for byte; the byte order of the file is kept. If
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -145,6 +146,26 @@ def header_from_dict(values: dict[str, Any]) -> nibabel.nifti1.Nifti1Header:
     for ext in values.get("extensions", []):
         hdr.extensions.append(Nifti1Extension(int(ext["code"]), base64.b64decode(ext["content_b64"])))
     return hdr
+
+
+def reader_meta(volume: Volume) -> dict[str, Any]:
+    """The header fields that MONAI's ``NibabelReader`` puts in its meta dict (numpy values,
+    little-endian, no text fields), for a volume read from NIfTI; {} for other volumes.
+
+    ``dim`` and the sform follow the volume's array and affine (a slice range of a stream);
+    ``scl_slope``/``scl_inter`` are nan, as nibabel leaves them once the array is scaled
+    (:meth:`Volume.real_world_array`).
+    """
+    if not (volume.source_format == "nifti" or "srow_x" in volume.header):
+        return {}
+    import nibabel as nib
+
+    header = _to_image(volume, nib).header
+    header["scl_slope"] = header["scl_inter"] = np.nan
+    with contextlib.suppress(ValueError):  # already little-endian
+        header = header.as_byteswapped("<")
+    # text fields are left out, as MONAI's readers do: batches cannot collate byte strings
+    return {k: v for k, v in dict(header).items() if not (isinstance(v, np.ndarray) and v.dtype.kind in "SUO")}
 
 
 # --------------------------------------------------------------------------- helpers

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged, Spacingd
 
 import medgpu
@@ -131,3 +131,90 @@ def test_shipped_weights_in_a_plain_pipeline(stream):
     np.testing.assert_allclose(ours.affine.numpy(), AFFINE, atol=1e-6)
     mse = float(np.mean((ours[0].numpy().astype(np.float64) - original) ** 2))
     assert 10 * np.log10(np.ptp(original) ** 2 / mse) > 30
+
+
+# ------------------------------------------------------------------------------ real-world values
+
+
+def _load(path, codec, **kw):
+    return LoadImage(reader=MgpuReader(codec=codec, device="cpu", **kw), dtype=None)(path)
+
+
+def test_nifti_scaling_is_applied_and_the_header_is_in_the_meta_as_nibabel_reader_gives_it(tmp_path, codec):
+    """MONAI's NibabelReader gives scl_slope * stored + scl_inter and the header fields; so must
+    the stream of that file (else a swap of readers silently shifts every intensity)."""
+    from monai.data import NibabelReader
+
+    data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 700).astype(np.int16)
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.set_slope_inter(0.5, -100.0)
+    img.header.set_qform(AFFINE, code=1)
+    nii, mgpu = tmp_path / "scaled.nii.gz", tmp_path / "scaled.mgpu"
+    nib.save(img, str(nii))
+    api.compress(nii, mgpu, gop=3, device="cpu", codec=codec)
+    stored = api.decompress(mgpu, device="cpu", codec=codec).array
+    assert stored.dtype == np.int16  # the Volume keeps the stored values (and the header) ...
+    ours = _load(mgpu, codec)
+    np.testing.assert_array_equal(ours.numpy(), stored * 0.5 - 100.0)  # ... the reader scales them
+    ref = LoadImage(reader=NibabelReader(), dtype=None)(str(nii))
+    assert ours.dtype == ref.dtype == torch.float64
+    assert set(ref.meta) - set(ours.meta) <= {"as_closest_canonical", "original_pixdim"}
+    for key in ("pixdim", "dim", "qform_code", "sform_code", "xyzt_units", "srow_x", "quatern_b", "datatype"):
+        np.testing.assert_array_equal(ours.meta[key], ref.meta[key], err_msg=key)
+    assert np.isnan(ours.meta["scl_slope"]) and np.isnan(ref.meta["scl_slope"])  # already applied
+    assert "descrip" not in ours.meta and "descrip" not in ref.meta  # text fields do not collate
+    batch = list_data_collate([{"image": ours}, {"image": ours}])
+    assert tuple(batch["image"].shape) == (2, *SHAPE)
+    arr, _ = medgpu.decompress(mgpu, output="numpy", device="cpu", codec=codec)
+    np.testing.assert_array_equal(arr, ours.numpy())
+    part = _load(mgpu, codec, slice_range=(3, 5))  # the header follows the part
+    assert list(part.meta["dim"][:4]) == [3, 18, 16, 2]
+    np.testing.assert_allclose(part.meta["srow_x"], part.affine.numpy()[0], atol=1e-5)
+
+
+def _series_with_per_slice_rescale(folder, rescale):
+    """Slices of pydicom's CT_small.dcm, each with its own Rescale Slope/Intercept."""
+    import copy
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    folder.mkdir()
+    series = generate_uid()
+    for k, (slope, inter) in enumerate(rescale):
+        ds = copy.deepcopy(base)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.RescaleSlope, ds.RescaleIntercept = slope, inter
+        ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
+    return base
+
+
+def test_dicom_rescale_is_applied_per_slice_as_pydicom_reader_does(tmp_path, codec):
+    rescale = [(1, -1024), (2, -1000), (1, -900), (0.5, 0)]
+    _series_with_per_slice_rescale(tmp_path / "ct", rescale)
+    mgpu = tmp_path / "ct.mgpu"
+    api.compress(tmp_path / "ct", mgpu, gop=2, device="cpu", codec=codec)
+    stored = api.decompress(mgpu, device="cpu", codec=codec).array
+    assert stored.shape[2] == 4 and stored.dtype == np.int16
+    ours = _load(mgpu, codec)
+    assert ours.dtype == torch.float32  # as MONAI's PydicomReader
+    for k, (slope, inter) in enumerate(rescale):
+        np.testing.assert_allclose(ours.numpy()[:, :, k], stored[:, :, k] * slope + inter, rtol=1e-6)
+    part = _load(mgpu, codec, slice_range=(1, 3))  # the rescale of slices 1 and 2, not of 0 and 1
+    np.testing.assert_array_equal(part.numpy(), ours.numpy()[:, :, 1:3])
+
+
+def test_dicom_series_wide_rescale(tmp_path, codec):
+    _series_with_per_slice_rescale(tmp_path / "ct", [(1, -1024)] * 3)
+    mgpu = tmp_path / "ct.mgpu"
+    api.compress(tmp_path / "ct", mgpu, gop=3, device="cpu", codec=codec)
+    stored = api.decompress(mgpu, device="cpu", codec=codec).array
+    ours = _load(mgpu, codec)
+    assert ours.dtype == torch.float32
+    np.testing.assert_array_equal(ours.numpy(), stored.astype(np.float32) - 1024)
