@@ -356,20 +356,17 @@ def main() -> int:
     carry = {}
     if args.carry:
         gops, mapping, peak = cropped_gops(Path(args.val) / "ct_chest_radiomics_lung1.nii.gz", args.size, args.gop)
+        from compare_carry_over import encode_volume
+
         for carry_over in (False, True):
-            total_bits, decoded, originals, prev, costs = 0, [], [], None, []
-            for frames in gops:
-                xx = torch.from_numpy(mapping.forward(frames)).unsqueeze(1)
-                cfg = AdaptConfig(steps=args.steps, patch=args.patch, carry_over=carry_over)
-                payload, prev, _ = encode_adapted_gop(codec, xx, 42, cfg, prev if carry_over else None, args.mode)
-                recon = codec.decode_gop(payload, *xx.shape[:1], *xx.shape[2:], 42)
-                total_bits += 8 * len(payload)
-                costs.append(rd_cost(xx, recon, payload, 42))
-                decoded.append(mapping.inverse(recon[:, 0].numpy()))
-                originals.append(frames)
-            o, d = np.concatenate(originals), np.concatenate(decoded)
-            carry["carry_over" if carry_over else "reset"] = {"bpv": total_bits / o.size, "psnr": psnr(o, d, peak),
-                                                              "rd_cost": sum(costs) / len(costs)}
+            cfg = AdaptConfig(steps=args.steps, patch=args.patch, carry_over=carry_over)
+            gop_rows, payloads = encode_volume(codec, gops, mapping, 42, cfg, args.mode)
+            decoded = [mapping.inverse(codec.decode_gop(payload, f.shape[0], *f.shape[1:], 42)[:, 0].numpy())
+                       for payload, f in zip(payloads, gops)]
+            o, d = np.concatenate(gops), np.concatenate(decoded)
+            carry["carry_over" if carry_over else "reset"] = {
+                "bpv": 8 * sum(map(len, payloads)) / o.size, "psnr": psnr(o, d, peak),
+                "rd_cost": sum(r["kept"] for r in gop_rows) / len(gop_rows)}
     result = {"rows": rows, "bd_rate": bd, "parameters": params, "peak_memory_mb": memory, "carry": carry,
               "timing": timing, "memory_limit_gib": MEMORY_LIMIT_GIB,
               "learning_rates": {v: AdaptConfig(steps=args.steps, patch=args.patch, **VARIANTS[v]).learning_rate

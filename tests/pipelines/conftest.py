@@ -32,6 +32,7 @@ train = _script("train")
 probe = _script("probe_full_update_parts")
 threads_script = _script("time_update_threads")
 first_steps = _script("probe_first_steps")
+carry_script = _script("compare_carry_over")
 
 
 @pytest.fixture(scope="module")
