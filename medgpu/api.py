@@ -41,7 +41,8 @@ classical near-lossless fidelity (docs/evaluation.md), so the default spends bit
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called once per GoP; stage is "encoding",
-"verifying" (compress decodes what it wrote) or "decoding"."""
+"verifying" (compress decodes what it wrote) or "decoding". With adaptation, stage "adapting"
+is also called once per update step (epochs x patch-GoPs of every GoP together)."""
 
 PathLike = str | os.PathLike[str]
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -234,6 +235,7 @@ def _encode_packets(gops: Sequence[np.ndarray], mapping: IntensityMapping, codec
     if progress:
         progress("encoding", 0, len(gops))
     adapted = None
+    on_step = _step_progress(progress, codec, gops, adapt) if adapt is not None and progress else None
     for i, frames in enumerate(gops):
         x = torch.from_numpy(mapping.forward(frames)).unsqueeze(1).to(device)
         if adapt is None:
@@ -241,12 +243,30 @@ def _encode_packets(gops: Sequence[np.ndarray], mapping: IntensityMapping, codec
         else:
             from medgpu.adapt.online import encode_adapted_gop
 
-            payload, adapted, rep = encode_adapted_gop(codec, x, quality, adapt, adapted if adapt.carry_over else None)
+            payload, adapted, rep = encode_adapted_gop(codec, x, quality, adapt, adapted if adapt.carry_over else None,
+                                                       on_step=on_step)
             if adapt_reports is not None:
                 adapt_reports.append(rep)
             yield payload
         if progress:
             progress("encoding", i + 1, len(gops))
+
+
+def _step_progress(progress: Progress, codec: VolumeCodec, gops: Sequence[np.ndarray],
+                   config: AdaptConfig) -> Callable[[], None]:
+    """An ``on_step`` for the update that advances the "adapting" stage over all GoPs' steps."""
+    from medgpu.adapt.online import planned_steps
+
+    total = sum(planned_steps(codec.intra, codec.inter, g.shape, config) for g in gops)
+    done = [0]
+    if total:
+        progress("adapting", 0, total)
+
+    def on_step() -> None:
+        done[0] += 1
+        progress("adapting", done[0], total)
+
+    return on_step
 
 
 def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeCodec | None, device: str,

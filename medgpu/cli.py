@@ -129,7 +129,8 @@ app = typer.Typer(
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A rich progress bar on stderr, one step per GoP; None when stderr is not a terminal."""
+    """A rich progress bar on stderr, one step per GoP (per update step while adapting); None
+    when stderr is not a terminal."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -140,11 +141,11 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
 
     tasks: dict[str, Any] = {}
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("GoPs"), TimeElapsedColumn(), console=console, transient=False) as bar:
+                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
+                tasks[stage] = bar.add_task(stage, total=total, unit="steps" if stage == "adapting" else "GoPs")
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update

@@ -37,6 +37,22 @@ def patch_windows(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
+def patch_gop_windows(height: int, width: int, patch: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of the patch-GoPs covering a padded ``height`` x ``width`` frame."""
+    return [(r, c) for r in patch_windows(height, patch, stride) for c in patch_windows(width, patch, stride)]
+
+
+def planned_steps(intra: IntraCodec, inter: InterCodec, shape: tuple[int, ...], config: AdaptConfig) -> int:
+    """How many update steps (epochs x patch-GoPs) :func:`update_gop` takes on frames of
+    ``shape`` (T, ..., H, W); 0 when it updates nothing (a lone I-frame, no steps)."""
+    stride = max(intra.stride, inter.stride)
+    frames = shape[0] if config.frames is None else min(shape[0], max(2, config.frames))
+    if frames < 2 or config.steps <= 0:
+        return 0
+    h, w = (-(-n // stride) * stride for n in shape[-2:])
+    return config.steps * len(patch_gop_windows(h, w, config.patch, stride))
+
+
 def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int, noise: bool = False,
                 valid: tuple[int, int] | None = None) -> torch.Tensor:
     """Summed RD loss of the P-frames of ``x`` [T,1,h,w] coded from ``ref``; ``noise`` selects
@@ -76,12 +92,14 @@ def update_step(model: InterCodec, opt: torch.optim.Optimizer, x: torch.Tensor, 
 
 def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quality: int,
                config: AdaptConfig, adapted: InterCodec | None = None,
-               on_epoch: Callable[[int, InterCodec], None] | None = None) -> tuple[InterCodec, dict]:
+               on_epoch: Callable[[int, InterCodec], None] | None = None,
+               on_step: Callable[[], None] | None = None) -> tuple[InterCodec, dict]:
     """Optimise encoder-side adapters on one GoP; returns (adapted copy, report).
 
     ``inter`` is the stock P-frame codec; ``adapted`` an earlier copy to carry over;
     ``on_epoch(epoch, model)`` is called after each epoch (1-based), e.g. to code the GoP
-    along the way in a benchmark.
+    along the way in a benchmark; ``on_step()`` after each update step (a progress bar;
+    :func:`planned_steps` says how many there will be).
     """
     t0 = time.time()
     device = next(inter.parameters()).device
@@ -98,7 +116,7 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
         return model, report
     x0_hat, y0_hat = decoded_i_frame(intra, x[0:1], quality)
     h, w = x.shape[-2:]
-    windows = [(r, c) for r in patch_windows(h, config.patch, stride) for c in patch_windows(w, config.patch, stride)]
+    windows = patch_gop_windows(h, w, config.patch, stride)
     ps_h = min(h, -(-config.patch // stride) * stride)
     ps_w = min(w, -(-config.patch // stride) * stride)
 
@@ -114,6 +132,8 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
         for r, c in windows:
             total += update_step(model, opt, x[..., r : r + ps_h, c : c + ps_w], patch_ref(r, c), quality,
                                  config.rate == "noisy", (min(ps_h, h0 - r), min(ps_w, w0 - c)))
+            if on_step is not None:
+                on_step()
         epoch_seconds.append(time.time() - te)
         epoch_losses.append(total / len(windows) / (x.shape[0] - 1))
         if on_epoch is not None:
@@ -131,7 +151,8 @@ def rd_cost(frames: torch.Tensor, recon: torch.Tensor, payload: bytes, quality: 
 
 
 def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int, config: AdaptConfig,
-                       adapted: InterCodec | None = None, mode: str = "auto") -> tuple[bytes, InterCodec, dict]:
+                       adapted: InterCodec | None = None, mode: str = "auto",
+                       on_step: Callable[[], None] | None = None) -> tuple[bytes, InterCodec, dict]:
     """Update adapters on ``frames`` (see :func:`update_gop`), code the GoP with the stock and
     the adapted encoder, and keep the stream with the lower real RD cost.
 
@@ -139,12 +160,12 @@ def encode_adapted_gop(codec: "VolumeCodec", frames: torch.Tensor, quality: int,
     product therefore never codes a GoP worse (at its lambda) than without adaptation.
     Returns (payload, adapters to carry over to the next GoP (the updated copy if it won,
     else ``adapted`` unchanged), report with ``rd_cost_before`` (stock), ``rd_cost_after``
-    (adapted) and ``used``).
+    (adapted) and ``used``). ``on_step`` as in :func:`update_gop`.
     """
     t0 = time.time()
     start = copy.deepcopy(adapted) if adapted is not None else None  # ``adapted`` stays as it was
     with torch.enable_grad():
-        model, report = update_gop(codec.intra, codec.inter, frames, quality, config, start)
+        model, report = update_gop(codec.intra, codec.inter, frames, quality, config, start, on_step=on_step)
     report["update_seconds"] = report["seconds"]
     trials = IntraTrials(quality)  # the adapted encode reuses the stock encode's I-frame trials
     stock, stock_recon = codec.encode_gop_with_recon(frames, quality, mode=mode, intra_trials=trials)

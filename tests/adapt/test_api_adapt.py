@@ -50,3 +50,20 @@ def test_adaptive_compress_over_several_gops_never_loses_to_the_plain_encoder(tm
         if gop["used"] == "stock":
             assert a == b
     assert rep["bytes"] > 0 and plain["bytes"] > 0
+
+
+def test_progress_counts_every_update_step_of_every_gop(tmp_path):
+    """--adapt on a CPU takes minutes per GoP: the progress advances per update step, not per GoP.
+    The volume is 40x48 with 7 slices: GoPs of 3, 3 and 1 slices; 32-pixel patches (stride 64:
+    one window of 64x64), 2 epochs, so 2 steps in each of the first two GoPs and none in the lone
+    I-frame."""
+    vol = Volume(np.concatenate([_volume().array, _volume().array[..., :1]], axis=2), np.diag([0.8, 0.8, 2.5, 1.0]))
+    calls = []
+    rep = api.compress(vol, tmp_path / "a.mgpu", quality=30, gop=3, adapt=AdaptConfig(steps=2, patch=32),
+                       progress=lambda stage, done, total: calls.append((stage, done, total)))
+    adapting = [(d, t) for s, d, t in calls if s == "adapting"]
+    per_gop = rep["adaptation"]["per_gop"]
+    steps = sum((g["epochs"] or 0) * (g["patches"] or 0) for g in per_gop)
+    assert steps == 4 and [g["epochs"] for g in per_gop] == [2, 2, 0]
+    assert adapting == [(n, steps) for n in range(steps + 1)]
+    assert [d for s, d, _ in calls if s == "encoding"] == [0, 1, 2, 3]
