@@ -170,7 +170,10 @@ def load_dicom(
     if path.is_dir():
         groups = _scan_folder(path)
         if not groups:
-            raise ValueError(f"{path}: no DICOM image files (with the DICM preamble) found")
+            hint = ""
+            if any(f.name.lower().endswith((".nii", ".nii.gz")) for f in path.iterdir()):
+                hint = " (it holds NIfTI files: compress them one by one, or the whole folder with `medgpu archive`)"
+            raise ValueError(f"{path}: no DICOM image files (with the DICM preamble) found{hint}")
         if series_uid is None:
             if len(groups) > 1:
                 listing = "; ".join(

@@ -306,7 +306,12 @@ def test_output_folder_rules_and_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ValueError, match="is not a NIfTI or DICOM file"):
         load_volume(tmp_path / "x.txt")
-    with pytest.raises(ValueError, match="no DICOM image"):
+    with pytest.raises(ValueError, match="no DICOM image") as info:
         load_volume(tmp_path / "full")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full", "x.txt"]
+    assert "archive" not in str(info.value)
+    (tmp_path / "niftis").mkdir()
+    (tmp_path / "niftis" / "a.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds NIfTI files.*medgpu archive"):  # a folder of NIfTI files
+        load_volume(tmp_path / "niftis")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full", "niftis", "x.txt"]
 
