@@ -87,9 +87,10 @@ class Volume:
         """The voxel values with the source's scaling applied, as MONAI's readers return them.
 
         A per-slice DICOM Rescale (``header["dicom"]["rescale"]``, one pair per slice of the
-        last axis) gives float32, as MONAI's ``PydicomReader``; so does a series-wide one from a
-        DICOM source. NIfTI ``scl_slope``/``scl_inter`` give float64, as nibabel applies them
-        for MONAI's ``NibabelReader``. Without scaling the stored array itself is returned.
+        last axis) gives float32, and so does a series-wide one from a DICOM source (MONAI's
+        ``PydicomReader`` computes in float32; under numpy 2 its result is float64). NIfTI
+        ``scl_slope``/``scl_inter`` give float64, as nibabel applies them for MONAI's
+        ``NibabelReader``. Without scaling the stored array itself is returned.
         """
         dicom = self.header.get("dicom")
         rescale = dicom.get("rescale") if isinstance(dicom, dict) else None

@@ -83,9 +83,10 @@ def test_failed_compress_leaves_no_output_folder(tmp_path, codec):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_output_folder_removed_by_a_concurrent_failed_call_is_made_again(tmp_path, image, codec, monkeypatch):
+def test_output_folders_are_made_when_the_stream_is_written_not_before(tmp_path, image, codec, monkeypatch):
     """Two DataLoader workers write under one new folder; the first fails and removes the folder,
-    still empty, while the second reads its input: the second still writes its stream."""
+    still empty, while the second reads its input: the second still writes its stream (it makes
+    the folder only when it starts writing)."""
     import medgpu.api as api
 
     out_dir = tmp_path / "new" / "deeper"

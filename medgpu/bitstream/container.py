@@ -176,18 +176,17 @@ def atomic_paths(*targets: str | os.PathLike[str], make_parents: bool = False) -
     finals = [Path(t) for t in targets]
     temps = [p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.part") for p in finals]
     moved: list[Path] = []
-    created: list[Path] = []
-    for p in finals:
-        if make_parents and not p.parent.is_dir():
-            missing = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"cannot create output folder {p.parent}: {exc.strerror}") from None
-            created += [d for d in missing if d not in created]
-        if not p.parent.is_dir():
-            raise OutputError(f"output folder does not exist: {p.parent}")
+    created: list[Path] = []  # folders this call made (or was making when it failed)
     try:
+        for p in finals:
+            if make_parents and not p.parent.is_dir():
+                created += [d for d in (p.parent, *p.parent.parents) if not d.exists() and d not in created]
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise OutputError(f"cannot create output folder {p.parent}: {exc.strerror}") from None
+            if not p.parent.is_dir():
+                raise OutputError(f"output folder does not exist: {p.parent}")
         yield temps
         for tmp, final in zip(temps, finals):
             if not tmp.exists():
@@ -201,7 +200,7 @@ def atomic_paths(*targets: str | os.PathLike[str], make_parents: bool = False) -
                 p.unlink()
         for d in sorted(created, key=lambda d: len(d.parts), reverse=True):  # deepest first
             with contextlib.suppress(OSError):
-                d.rmdir()  # only if still empty
+                d.rmdir()  # only if it exists and is still empty
         raise
 
 

@@ -9,14 +9,17 @@
     load = LoadImaged(keys="image", reader=medgpu.MgpuReader, slice_range=(10, 20))  # only the GoPs needed
 
 The array is spatial first and holds the values MONAI's own readers give for the source
-file: NIfTI ``scl_slope``/``scl_inter`` and DICOM Rescale Slope/Intercept (per slice when it
-varies) applied, float64 / float32 as nibabel / ``PydicomReader`` give them, the stored dtype
-when there is no scaling (``LoadImage`` casts to its ``dtype``, float32 by default). The meta
+file: NIfTI ``scl_slope``/``scl_inter`` applied (float64, as nibabel) and DICOM Rescale
+Slope/Intercept applied (per slice when it varies; float32, where ``PydicomReader`` gives
+float32 or, under numpy 2, float64 for the same values; RT Dose Grid Scaling is applied too,
+which ``PydicomReader`` does not), the stored dtype when there is no scaling (``LoadImage``
+casts to its ``dtype``, float32 by default). The meta
 dict holds ``affine``/``original_affine`` (the source file's affine, shifted to the first slice
 for a slice range), ``spatial_shape``, ``original_channel_dim`` (nan: no channel; -1 for 4-D+
 volumes), ``space`` ("RAS"), ``spacing`` and ``mgpu_*`` stream facts; for a NIfTI source also
-the header fields of ``NibabelReader`` (``pixdim``, ``dim``, ``qform_code``, ...; ``pixdim`` as
-stored: MONAI's reader rewrites it from the affine, medgpu does not). This module imports MONAI.
+the header fields of ``NibabelReader`` (``pixdim``, ``dim``, ``qform_code``, ...) as stored:
+where pixdim and the sform disagree, MONAI's ``correct_nifti_header_if_necessary`` rewrites
+pixdim or the affine, and medgpu does not (see :mod:`medgpu.io.nifti`). This module imports MONAI.
 """
 from __future__ import annotations
 

@@ -162,6 +162,7 @@ def reader_meta(volume: Volume) -> dict[str, Any]:
 
     header = _to_image(volume, nib).header
     header["scl_slope"] = header["scl_inter"] = np.nan
+    header["vox_offset"] = 0  # as in the header of an image nibabel has loaded
     with contextlib.suppress(ValueError):  # already little-endian
         header = header.as_byteswapped("<")
     # text fields are left out, as MONAI's readers do: batches cannot collate byte strings

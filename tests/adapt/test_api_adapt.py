@@ -67,3 +67,20 @@ def test_progress_counts_every_update_step_of_every_gop(tmp_path):
     assert steps == 4 and [g["epochs"] for g in per_gop] == [2, 2, 0]
     assert adapting == [(n, steps) for n in range(steps + 1)]
     assert [d for s, d, _ in calls if s == "encoding"] == [0, 1, 2, 3]
+
+
+def test_planned_steps_are_the_steps_the_update_takes():
+    import torch
+
+    from medgpu.adapt.online import planned_steps, update_gop
+    from medgpu.codec import load_codec
+
+    codec = load_codec(pretrained=False)
+    frames = torch.rand(4, 1, 130, 70)  # padded to 192x128: 3x2 windows of 64 pixels
+    for cfg in (AdaptConfig(steps=1, patch=64), AdaptConfig(steps=2, patch=64, frames=1),
+                AdaptConfig(steps=1, patch=100), AdaptConfig(steps=1, patch=512)):
+        _, rep = update_gop(codec.intra, codec.inter, frames, 30, cfg)
+        assert planned_steps(codec.intra, codec.inter, tuple(frames.shape), cfg) == rep["epochs"] * rep["patches"]
+    assert planned_steps(codec.intra, codec.inter, (4, 1, 130, 70), AdaptConfig(steps=1, patch=64)) == 6
+    assert planned_steps(codec.intra, codec.inter, (1, 1, 130, 70), AdaptConfig()) == 0  # a lone I-frame
+    assert planned_steps(codec.intra, codec.inter, (4, 1, 130, 70), AdaptConfig(steps=0)) == 0

@@ -159,7 +159,8 @@ def test_nifti_scaling_is_applied_and_the_header_is_in_the_meta_as_nibabel_reade
     ref = LoadImage(reader=NibabelReader(), dtype=None)(str(nii))
     assert ours.dtype == ref.dtype == torch.float64
     assert set(ref.meta) - set(ours.meta) <= {"as_closest_canonical", "original_pixdim"}
-    for key in ("pixdim", "dim", "qform_code", "sform_code", "xyzt_units", "srow_x", "quatern_b", "datatype"):
+    for key in ("pixdim", "dim", "qform_code", "sform_code", "xyzt_units", "srow_x", "quatern_b", "datatype",
+                "vox_offset"):
         np.testing.assert_array_equal(ours.meta[key], ref.meta[key], err_msg=key)
     assert np.isnan(ours.meta["scl_slope"]) and np.isnan(ref.meta["scl_slope"])  # already applied
     assert "descrip" not in ours.meta and "descrip" not in ref.meta  # text fields do not collate

@@ -31,3 +31,20 @@ def test_encode_volume_codes_each_gop_as_the_product_does(carry_script, codec):
     assert [r["bytes"] for r in reset] == [len(p) for p in payloads]
     decoded = codec.decode_gop(payloads[1], 3, 64, 64, 42)  # the stock decoder reads what was kept
     assert decoded.shape == (3, 1, 64, 64)
+
+
+def test_encode_volume_passes_the_adapters_on_only_with_carry_over(carry_script, monkeypatch):
+    calls = []
+
+    def fake_encode(codec, x, quality, config, adapted, mode):
+        calls.append(adapted)
+        adapters = object()  # what the update of this GoP returns to carry
+        return b"x", adapters, {"rd_cost_before": 1.0, "rd_cost_after": 0.5, "used": "adapted"}
+
+    monkeypatch.setattr(carry_script, "encode_adapted_gop", fake_encode)
+    gops, mapping = [np.zeros((2, 8, 8), np.int16)] * 3, IntensityMapping.fit(np.arange(10, dtype=np.int16))
+    carry_script.encode_volume(None, gops, mapping, 42, AdaptConfig(carry_over=True))
+    assert calls[0] is None and calls[1] is not None and calls[2] is not None and calls[1] is not calls[2]
+    calls.clear()
+    carry_script.encode_volume(None, gops, mapping, 42, AdaptConfig())
+    assert calls == [None, None, None]
