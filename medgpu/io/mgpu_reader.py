@@ -13,7 +13,8 @@ file: NIfTI ``scl_slope``/``scl_inter`` applied (float64, as nibabel) and DICOM 
 Slope/Intercept applied (per slice when it varies; float32, where ``PydicomReader`` gives
 float32 or, under numpy 2, float64 for the same values; RT Dose Grid Scaling is applied too,
 which ``PydicomReader`` does not), the stored dtype when there is no scaling (``LoadImage``
-casts to its ``dtype``, float32 by default). The meta
+casts to its ``dtype``, float32 by default). A single DICOM image comes back 2-D, as
+``PydicomReader`` gives it. The meta
 dict holds ``affine``/``original_affine`` (the source file's affine, shifted to the first slice
 for a slice range), ``spatial_shape``, ``original_channel_dim`` (nan: no channel; -1 for 4-D+
 volumes), ``space`` ("RAS"), ``spacing`` and ``mgpu_*`` stream facts; for a NIfTI source also
@@ -62,6 +63,13 @@ def _check_range(slice_range: Any) -> tuple[int, int] | None:
     except (TypeError, ValueError):
         raise OptionError(f"slice_range must be (start, stop), got {slice_range!r}") from None
     return start, stop
+
+
+def _single_dicom_image(volume: Any, header: StreamHeader) -> bool:
+    """A stream of one DICOM image (one single-frame file, or a series or multi-frame file of
+    one frame): MONAI's ``PydicomReader`` returns it as a 2-D array, not X x Y x 1."""
+    shape = tuple(int(n) for n in header.shape)
+    return isinstance(volume.header.get("dicom"), dict) and len(shape) == 3 and shape[2] == 1
 
 
 def _num_slices(header: StreamHeader) -> int:
@@ -135,7 +143,11 @@ class MgpuReader(ImageReader):
             })
             if self.channel_dim is not None:
                 meta["original_channel_dim"] = self.channel_dim
-            arrays.append(volume.real_world_array())
+            array = volume.real_world_array()
+            if _single_dicom_image(volume, header):  # 2-D, as MONAI's DICOM readers give it
+                array = array[:, :, 0]
+                meta["spatial_shape"] = np.asarray(array.shape)
+            arrays.append(array)
             metas.append(meta)
         meta = metas[0]
         for other in metas[1:]:

@@ -219,3 +219,21 @@ def test_dicom_series_wide_rescale(tmp_path, codec):
     ours = _load(mgpu, codec)
     assert ours.dtype == torch.float32
     np.testing.assert_array_equal(ours.numpy(), stored.astype(np.float32) - 1024)
+
+
+def test_a_single_dicom_image_comes_back_2d_as_pydicom_reader_gives_it(tmp_path, codec):
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm")
+    mgpu = tmp_path / "one.mgpu"
+    api.compress(source, mgpu, device="cpu", codec=codec)
+    ours = _load(mgpu, codec)
+    ref = LoadImage(reader="PydicomReader", dtype=None)(source)
+    assert tuple(ours.shape) == tuple(ref.shape) == (128, 128)
+    assert list(ours.meta["spatial_shape"]) == [128, 128]
+    stored = api.decompress(mgpu, device="cpu", codec=codec).array  # the Volume stays X x Y x 1
+    np.testing.assert_array_equal(ours.numpy(), stored[:, :, 0].astype(np.float32) - 1024)
+    # a one-slice part of a series stays 3-D (MONAI reads the series as a volume)
+    _series_with_per_slice_rescale(tmp_path / "ct", [(1, -1024)] * 3)
+    api.compress(tmp_path / "ct", tmp_path / "ct.mgpu", gop=3, device="cpu", codec=codec)
+    assert tuple(_load(tmp_path / "ct.mgpu", codec, slice_range=(1, 2)).shape) == (128, 128, 1)
