@@ -5,6 +5,7 @@ importing this module is cheap.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -258,15 +259,10 @@ def _step_progress(progress: Progress, codec: VolumeCodec, gops: Sequence[np.nda
     from medgpu.adapt.online import planned_steps
 
     total = sum(planned_steps(codec.intra, codec.inter, g.shape, config) for g in gops)
-    done = [0]
     if total:
         progress("adapting", 0, total)
-
-    def on_step() -> None:
-        done[0] += 1
-        progress("adapting", done[0], total)
-
-    return on_step
+    done = itertools.count(1)
+    return lambda: progress("adapting", next(done), total)
 
 
 def _decode_gops(reader: ContainerReader, indices: Sequence[int], codec: VolumeCodec | None, device: str,

@@ -362,10 +362,10 @@ def _volume_of_range(path: PathLike, start: int, stop: int, device: str,
     array = api.decode_slices(path, start, stop, device=device, codec=codec)
     volume = api._volume_from(header, array)
     volume.affine = shift_affine(volume.affine, header.slice_axis, start)
-    dicom = volume.header.get("dicom")
-    if isinstance(dicom, dict) and dicom.get("rescale") and header.slice_axis == 2:
+    if volume.slice_rescale and header.slice_axis == 2:
         # a per-slice Rescale lists the DICOM slices (the last axis): keep those of the range
-        volume.header = {**volume.header, "dicom": {**dicom, "rescale": dicom["rescale"][start:stop]}}
+        dicom = volume.header["dicom"]
+        volume.header = {**volume.header, "dicom": {**dicom, "rescale": volume.slice_rescale[start:stop]}}
     return volume
 
 

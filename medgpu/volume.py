@@ -83,6 +83,13 @@ class Volume:
             inter = 0.0
         return slope, inter
 
+    @property
+    def slice_rescale(self) -> list | None:
+        """``[slope, intercept]`` per slice of the last axis when a DICOM source's Rescale varies
+        per slice (``header["dicom"]["rescale"]``), else None (see :attr:`value_scaling`)."""
+        dicom = self.header.get("dicom")
+        return (dicom.get("rescale") or None) if isinstance(dicom, dict) else None
+
     def real_world_array(self) -> np.ndarray:
         """The voxel values with the source's scaling applied, as MONAI's readers return them.
 
@@ -92,15 +99,13 @@ class Volume:
         ``scl_slope``/``scl_inter`` give float64, as nibabel applies them for MONAI's
         ``NibabelReader``. Without scaling the stored array itself is returned.
         """
-        dicom = self.header.get("dicom")
-        rescale = dicom.get("rescale") if isinstance(dicom, dict) else None
-        if rescale:
-            scale = np.asarray(rescale, dtype=np.float64)
+        if self.slice_rescale:
+            scale = np.asarray(self.slice_rescale, dtype=np.float64)
             return (self.array.astype(np.float64) * scale[:, 0] + scale[:, 1]).astype(np.float32)
         slope, inter = self.value_scaling
         if (slope, inter) == (1.0, 0.0):
             return self.array
-        if isinstance(dicom, dict):
+        if isinstance(self.header.get("dicom"), dict):
             return self.array.astype(np.float32) * np.float32(slope) + np.float32(inter)
         return self.array.astype(np.float64) * slope + inter
 

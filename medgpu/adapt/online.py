@@ -19,7 +19,7 @@ import torch
 from medgpu.adapt.adapters import adapt_encoder, adapter_parameters
 from medgpu.adapt.config import AdaptConfig
 from medgpu.codec.entropy import SymbolCoder
-from medgpu.codec.gop import IntraTrials, pad_frames
+from medgpu.codec.gop import IntraTrials, pad_frames, padded_size
 from medgpu.codec.inter import InterCodec, Reference
 from medgpu.codec.intra import IntraCodec
 from medgpu.codec.quality import lagrangian_cost, lam
@@ -42,15 +42,18 @@ def patch_gop_windows(height: int, width: int, patch: int, stride: int) -> list[
     return [(r, c) for r in patch_windows(height, patch, stride) for c in patch_windows(width, patch, stride)]
 
 
+def frames_updated(num_frames: int, config: AdaptConfig) -> int:
+    """How many of a GoP's frames the update runs on (``--adapt-frames``, at least 2)."""
+    return num_frames if config.frames is None else min(num_frames, max(2, config.frames))
+
+
 def planned_steps(intra: IntraCodec, inter: InterCodec, shape: tuple[int, ...], config: AdaptConfig) -> int:
     """How many update steps (epochs x patch-GoPs) :func:`update_gop` takes on frames of
     ``shape`` (T, ..., H, W); 0 when it updates nothing (a lone I-frame, no steps)."""
-    stride = max(intra.stride, inter.stride)
-    frames = shape[0] if config.frames is None else min(shape[0], max(2, config.frames))
-    if frames < 2 or config.steps <= 0:
+    if frames_updated(shape[0], config) < 2 or config.steps <= 0:
         return 0
-    h, w = (-(-n // stride) * stride for n in shape[-2:])
-    return config.steps * len(patch_gop_windows(h, w, config.patch, stride))
+    stride = max(intra.stride, inter.stride)
+    return config.steps * len(patch_gop_windows(*padded_size(*shape[-2:], stride), config.patch, stride))
 
 
 def _chain_loss(model: InterCodec, x: torch.Tensor, ref: Reference, q: int, noise: bool = False,
@@ -105,9 +108,7 @@ def update_gop(intra: IntraCodec, inter: InterCodec, frames: torch.Tensor, quali
     device = next(inter.parameters()).device
     stride = max(intra.stride, inter.stride)
     h0, w0 = frames.shape[-2:]
-    x = pad_frames(frames.float().to(device), stride)
-    if config.frames is not None:
-        x = x[: max(2, config.frames)]
+    x = pad_frames(frames.float().to(device), stride)[: frames_updated(frames.shape[0], config)]
     model = adapted if adapted is not None else adapt_encoder(inter, config.c_dw, config.kernel, config.scope)
     params = adapter_parameters(model)
     report = {"settings": config.to_dict(), "trainable_parameters": sum(p.numel() for p in params)}

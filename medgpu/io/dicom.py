@@ -868,9 +868,7 @@ def nifti_ready(volume: Volume) -> Volume:
     """
     if volume.source_format == "nifti" or "srow_x" in volume.header:
         return volume
-    dicom = volume.header.get("dicom")
-    rescale = dicom.get("rescale") if isinstance(dicom, dict) else None
-    if rescale:
+    if volume.slice_rescale:
         return Volume(volume.real_world_array(), volume.affine, volume.spacing, "array", {}, volume.path)
     slope, inter = volume.value_scaling
     if (slope, inter) == (1.0, 0.0):
